@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates tools/venv and installs flowse (editable) with every dependency.
+# Idempotent: a finished install (stamp matches setup.py and this script) returns at once.
+#   FLOWSE_PYTHON   interpreter used to create the venv (default: python3)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=$root/tools/venv
+stamp=$venv/.flowse_installed
+want=$(cat "$root/setup.py" "$root/tools/install.sh" | sha256sum | cut -d' ' -f1)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+# System programs used by the mini corpus (text-to-speech voices).
+missing=()
+for prog in flite espeak-ng; do command -v $prog >/dev/null || missing+=("$prog"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "install.sh: installing ${missing[*]} with apt-get" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >&2 \
+      || echo "install.sh: apt-get failed; the mini corpus needs: apt-get install ${missing[*]}" >&2
+  else
+    echo "install.sh: the mini corpus needs ${missing[*]}; run: sudo apt-get install ${missing[*]}" >&2
+  fi
+fi
+
+py=${FLOWSE_PYTHON:-python3}
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+"$venv/bin/python" -m pip install -q -e "$root[test]"
+# Model files only (no import): DNSMOS ONNX models and the GE2E speaker encoder weights.
+"$venv/bin/python" -m pip install -q --no-deps speechmos==0.0.1.1 resemblyzer==0.1.4
+echo "$want" > "$stamp"
+echo "install.sh: done ($venv)" >&2
