@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# FlowSE-GRPO recipe: flow-matching speech enhancement + online GRPO post-training.
+# Default: the embedded mini corpus on CPU, end to end (about 20 minutes on 2 cores).
+#   ./run.sh                                                   # stages 0-6 on the mini corpus
+#   ./run.sh --corpus dns2020 --dns_root /data/DNS-Challenge --ngpu 4   # the paper setting
+#   ./run.sh --stage 5 --stop_stage 6 --grpo_config conf/mini/grpo_multi.yaml   # a new GRPO exp
+set -euo pipefail
+. ./path.sh
+. ./cmd.sh
+
+stage=0
+stop_stage=6
+nj=2                 # parallel data jobs (stages 0-2, 6)
+ngpu=0               # GPUs per node for training (0: CPU)
+nnodes=1             # multi-node training through torchrun
+node_rank=0
+master_addr=localhost
+master_port=29500
+corpus=mini          # mini | dns2020
+dns_root=            # DNS-Challenge checkout (interspeech2020/master) for --corpus dns2020
+conf_dir=            # default: conf/mini for the mini corpus, conf/paper for dns2020
+force=false          # redo stages even when their completion marker exists
+corpus_config=;   corpus_args=
+simulate_config=; simulate_args=
+mel_config=;      mel_args=
+vocoder_config=;  vocoder_args=
+pretrain_config=; pretrain_args=
+grpo_config=;     grpo_args=
+score_config=;    score_args=
+test_sets=       # default: the test sets stage 0/1 made
+
+help_message="Usage: $0 [options]   (stages: 0 corpus, 1 simulate, 2 mel, 3 vocoder, 4 pretrain, 5 grpo, 6 enhance+score)"
+. utils/parse_options.sh
+
+log() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2; }
+# Exp tag: yaml basename plus the sanitized extra args, so a changed yaml or args is a new exp dir.
+tag_of() { local t; t=$(basename "$1" .yaml); [ -z "$2" ] || t+="_$(echo "$2" | sed 's/--//g; s/[^A-Za-z0-9.=-]\{1,\}/_/g; s/^_//; s/_$//')"; echo "$t"; }
+launch() {  # python -m MODULE ARGS..., through torchrun when several processes train
+  if [ "$ngpu" -gt 1 ] || [ "$nnodes" -gt 1 ]; then
+    torchrun --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$ngpu" \
+      --master_addr "$master_addr" --master_port "$master_port" -m "$@" --device cuda
+  else
+    python -m "$@" --device "$([ "$ngpu" -gt 0 ] && echo cuda || echo cpu)"
+  fi
+}
+
+[ -n "$conf_dir" ] || conf_dir=conf/$([ "$corpus" = mini ] && echo mini || echo paper)
+corpus_config=${corpus_config:-$conf_dir/corpus.yaml}
+simulate_config=${simulate_config:-$conf_dir/simulate.yaml}
+mel_config=${mel_config:-$conf_dir/mel.yaml}
+vocoder_config=${vocoder_config:-$conf_dir/vocoder.yaml}
+pretrain_config=${pretrain_config:-$conf_dir/pretrain.yaml}
+grpo_config=${grpo_config:-$conf_dir/grpo.yaml}
+score_config=${score_config:-$conf_dir/score.yaml}
+if [ -z "$test_sets" ]; then
+  test_sets="test_no_reverb test_with_reverb"; [ "$corpus" = dns2020 ] && test_sets+=" test_real"
+fi
+vocoder_exp=exp/vocoder_$(tag_of "$vocoder_config" "$vocoder_args")
+pretrain_exp=exp/pretrain_$(tag_of "$pretrain_config" "$pretrain_args")
+grpo_exp=exp/grpo_$(tag_of "$grpo_config" "$grpo_args")
+timings=()
+timed() { local s=$SECONDS; "$@"; timings+=("$1 $((SECONDS - s))s"); }
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "stage 0: corpus preparation ($corpus)"
+  timed python -m flowse.bin.prepare_corpus --corpus $corpus --config $corpus_config --dns_root "$dns_root" \
+    --out_dir data/local --nj $nj --force $force $corpus_args
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "stage 1: simulation (noise + reverberation mixing)"
+  timed python -m flowse.bin.simulate --config $simulate_config --local_dir data/local --data_dir data \
+    --nj $nj --cmd "$data_cmd" --force $force $simulate_args
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "stage 2: log-mel dumping"
+  timed python -m flowse.bin.dump_mel --config $mel_config --data_dir data --dump_dir dump \
+    --sets "train valid $test_sets" --nj $nj --cmd "$data_cmd" --force $force $mel_args
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "stage 3: vocoder -> $vocoder_exp (and the vocoder ceiling on the test sets)"
+  timed launch flowse.bin.train_vocoder --config $vocoder_config --data_dir data --dump_dir dump \
+    --exp_dir $vocoder_exp --sets "$test_sets" --force $force $vocoder_args
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "stage 4: flow-matching pretraining -> $pretrain_exp"
+  timed launch flowse.bin.pretrain --config $pretrain_config --dump_dir dump --exp_dir $pretrain_exp \
+    --vocoder_dir $vocoder_exp --force $force $pretrain_args
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "stage 5: GRPO post-training (LoRA) -> $grpo_exp"
+  timed launch flowse.bin.grpo --config $grpo_config --init_dir $pretrain_exp --data_dir data --dump_dir dump \
+    --exp_dir $grpo_exp --force $force $grpo_args
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "stage 6: enhancement and scoring of $test_sets"
+  systems="exp/noisy_input $vocoder_exp $pretrain_exp $(ls -d exp/grpo_* 2>/dev/null | tr '\n' ' ')"
+  timed python -m flowse.bin.evaluate --systems "$systems" --data_dir data --sets "$test_sets" \
+    --config $score_config --nj $nj --cmd "$data_cmd" --force $force $score_args
+  python utils/collect_results.py exp --out RESULTS.md
+fi
+
+log "done; time per stage: ${timings[*]:-none}"
