@@ -1,5 +1,5 @@
 # Sourced by run.sh: activates tools/venv, installing it first when missing or stale.
-FLOWSE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FLOWSE_ROOT=${FLOWSE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 "$FLOWSE_ROOT/tools/install.sh" || { echo "path.sh: installation failed" >&2; return 1 2>/dev/null || exit 1; }
 . "$FLOWSE_ROOT/tools/venv/bin/activate"
 export PATH=$FLOWSE_ROOT/utils:$PATH
