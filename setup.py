@@ -27,8 +27,8 @@ setup(
     ],
     extras_require={
         # librosa/webrtcvad only to compare against the reference implementations
-        # (speechmos, Resemblyzer) in tests and benchmarks.
-        "test": ["pytest", "pytest-timeout", "librosa", "webrtcvad-wheels"],
+        # (speechmos, Resemblyzer) in tests and benchmarks; onnx for torch.onnx.export (vocoder ONNX tests).
+        "test": ["pytest", "pytest-timeout", "librosa", "webrtcvad-wheels", "onnx"],
     },
     entry_points={"console_scripts": ["flowse-enhance=flowse.bin.enhance:main"]},
 )

@@ -1,0 +1,146 @@
+"""Stage 3 (flowse.bin.train_vocoder) on a small fake data/dump dir: every vocoder type, ceiling, resume."""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from flowse.bin import train_vocoder
+from flowse.data.kaldi import ArkWriter
+from flowse.data.mel import LogMel, MelConfig
+from flowse.models.vocoders import load_vocoder
+from flowse.models.vocoders.hifigan import Generator, to_standard_state_dict, write_standard_config
+from flowse.models.vocoders.config import HiFiGANConfig
+from flowse.utils.checkpoint import list_checkpoints, save_checkpoint
+from flowse.utils.config import save_config
+from flowse.utils.fileio import read_kv, write_kv
+from test_vocoder_api import speechlike
+
+SETS = {"train": 3, "valid": 1, "test_a": 2, "test_b": 2}
+TINY_HIFIGAN = ["--hifigan.upsample_initial_channel", "32", "--train.disc_width", "0.0625",
+                "--train.batch_size", "2", "--train.segment_size", "2048", "--train.log_interval", "1",
+                "--train.checkpoint_interval", "1", "--train.lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    """data/<set>/{wav,spk1}.scp + dump/<set>/spk1_feats.scp + dump/mel.yaml; test_b has no clean feats."""
+    root = tmp_path_factory.mktemp("stage3")
+    logmel = LogMel()
+    rng = np.random.default_rng(0)
+    seed = 0
+    for name, n in SETS.items():
+        d, dd = root / "data" / name, root / "dump" / name
+        os.makedirs(d)
+        os.makedirs(dd)
+        noisy_scp = {}
+        with ArkWriter(str(d / "spk1.ark"), str(d / "spk1.scp")) as clean_w, \
+                ArkWriter(str(dd / "spk1_feats.ark"), str(dd / "spk1_feats.scp")) as feat_w:
+            for i in range(n):
+                seed += 1
+                key = f"{name}_utt{i}"
+                clean = speechlike(1.0 + 0.25 * i, seed)
+                noise = rng.standard_normal(clean.size).astype(np.float32)
+                noisy = clean + noise * np.linalg.norm(clean) / np.linalg.norm(noise) * 10 ** (-5 / 20)
+                sf.write(str(d / f"{key}.wav"), noisy, 16000, subtype="FLOAT")  # wav.scp may hold file paths
+                noisy_scp[key] = str(d / f"{key}.wav")
+                clean_w[key] = clean
+                feat_w[key] = logmel(torch.from_numpy(clean)).numpy()
+        write_kv(str(d / "wav.scp"), noisy_scp)
+        if name == "test_b":
+            os.unlink(dd / "spk1_feats.scp")
+    save_config(MelConfig(), str(root / "dump" / "mel.yaml"))
+    return root
+
+
+def _run(recipe, conf: dict, exp: str, *extra: str) -> str:
+    conf_path = recipe / f"{exp}.yaml"
+    conf_path.write_text(yaml.safe_dump(conf))
+    exp_dir = str(recipe / "exp" / exp)
+    train_vocoder.main(["--config", str(conf_path), "--data_dir", str(recipe / "data"), "--dump_dir",
+                        str(recipe / "dump"), "--exp_dir", exp_dir, "--sets", "test_a test_b", "--device", "cpu",
+                        *extra])
+    return exp_dir
+
+
+def _snr(ref, est):
+    n = min(len(ref), len(est))
+    return 10 * np.log10(np.sum(ref[:n] ** 2) / np.sum((ref[:n] - est[:n]) ** 2))
+
+
+def test_melgain_stage_and_ceiling(recipe):
+    exp = _run(recipe, {"type": "melgain"}, "vocoder_melgain")
+    cfg = yaml.safe_load(open(os.path.join(exp, "vocoder.yaml")))
+    assert cfg["type"] == "melgain" and cfg["mel"]["hop_length"] == 256 and cfg["mel"]["n_mels"] == 80
+    assert os.path.exists(os.path.join(exp, "config.yaml")) and os.path.exists(os.path.join(exp, ".vocoder.done"))
+    scp = read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))
+    assert sorted(scp) == ["test_a_utt0", "test_a_utt1"]
+    assert not os.path.exists(os.path.join(exp, "enhanced_test_b"))  # no clean features: skipped
+    clean = dict(__import__("flowse.data.kaldi", fromlist=["iter_scp"]).iter_scp(
+        str(recipe / "data" / "test_a" / "spk1.scp")))
+    noisy_scp = read_kv(str(recipe / "data" / "test_a" / "wav.scp"))
+    for key, path in scp.items():
+        est, sr = sf.read(path, dtype="float32")
+        noisy, _ = sf.read(noisy_scp[key], dtype="float32")
+        assert sr == 16000 and est.shape == noisy.shape  # padded to the noisy input's length
+        assert _snr(clean[key], est) > _snr(clean[key], noisy) + 4.0
+    # rerun: marker found, nothing rewritten
+    mtime = os.path.getmtime(os.path.join(exp, "enhanced_test_a", "wav.scp"))
+    _run(recipe, {"type": "melgain"}, "vocoder_melgain")
+    assert os.path.getmtime(os.path.join(exp, "enhanced_test_a", "wav.scp")) == mtime
+
+
+def test_griffinlim_stage_with_override_and_bad_config(recipe):
+    exp = _run(recipe, {"type": "griffinlim"}, "vocoder_gl", "--griffinlim.n_iter", "4")
+    voc = load_vocoder(exp)
+    assert voc.name == "griffinlim" and voc.cfg.n_iter == 4
+    assert len(read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))) == 2
+    from flowse.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="allowed keys"):
+        _run(recipe, {"type": "griffinlim", "griffinlim": {"iters": 3}}, "vocoder_bad")
+    with pytest.raises(ConfigError, match="differs from"):
+        _run(recipe, {"type": "griffinlim", "mel": {"hop_length": 200}}, "vocoder_badmel")
+
+
+def test_hifigan_train_resume_and_ceiling(recipe):
+    conf = {"type": "hifigan", "train": {"steps": 2}}
+    exp = _run(recipe, conf, "vocoder_hifigan", *TINY_HIFIGAN)
+    assert [s for s, _ in list_checkpoints(exp)] == [1, 2]
+    sd = torch.load(os.path.join(exp, "vocoder.pt"), weights_only=True)["generator"]
+    assert "conv_pre.weight_g" in sd  # jik876 layout
+    assert os.path.exists(os.path.join(exp, "config.json"))
+    assert len(read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))) == 2
+    # an interrupted run (no marker) resumes from its newest checkpoint
+    os.unlink(os.path.join(exp, ".vocoder.done"))
+    conf["train"]["steps"] = 3
+    _run(recipe, conf, "vocoder_hifigan", *TINY_HIFIGAN)
+    assert [s for s, _ in list_checkpoints(exp)] == [2, 3]  # keep_checkpoints 2
+    log = open(os.path.join(exp, "train.log")).read()
+    assert "resumed from" in log and "checkpoint_2.pt (step 2)" in log
+    assert "valid mel_l1" in log
+
+
+def test_hifigan_pretrained_and_onnx_routes(recipe, tmp_path):
+    cfg = HiFiGANConfig(upsample_initial_channel=32)
+    gen = Generator(cfg)
+    save_checkpoint({"generator": to_standard_state_dict(gen.state_dict())}, str(tmp_path / "g_00100000"))
+    write_standard_config(str(tmp_path / "config.json"), cfg, MelConfig())
+    exp = _run(recipe, {"type": "hifigan", "pretrained": str(tmp_path / "g_00100000")}, "vocoder_pre")
+    assert list_checkpoints(exp) == []
+    voc = load_vocoder(exp)
+    mel = torch.randn(1, 12, 80) - 4
+    with torch.no_grad():
+        assert torch.allclose(voc.decode(mel), gen(mel.transpose(1, 2)).squeeze(1), atol=1e-5)
+
+    pytest.importorskip("onnx")
+    from flowse.models.vocoders.onnx import export_generator_onnx
+
+    gen.remove_weight_norm()
+    export_generator_onnx(gen, str(tmp_path / "user.onnx"))
+    exp = _run(recipe, {"type": "onnx", "onnx": {"path": str(tmp_path / "user.onnx")}}, "vocoder_onnx")
+    assert os.path.exists(os.path.join(exp, "vocoder.onnx"))
+    assert yaml.safe_load(open(os.path.join(exp, "vocoder.yaml")))["onnx"]["path"] == "vocoder.onnx"
+    assert len(read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))) == 2
