@@ -1,0 +1,193 @@
+"""RESULTS.md and results.json of an experiment, and the comparison table over experiments.
+
+Inputs: ``<exp_dir>/scores_<set>/summary.json`` written by ``flowse.bin.score``.
+Outputs: ``<exp_dir>/results.json`` = ``{"<set>": {"SIG": .., "BAK": .., "OVRL": ..,
+"P808": .., "SPK": .., "SBS": .., "PESQ": .., "ESTOI": .., "SISDR": ..}}`` (null for
+n/a), and ``<exp_dir>/RESULTS.md`` (environment, the exp's config.yaml inline, one
+table row per test set). SPK, SBS and ESTOI are fractions in [0, 1] (x100 gives
+the paper's %), SI-SDR is in dB.
+"""
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+
+from flowse.metrics.config import ALL_METRICS, SBS_HINT
+from flowse.utils.fileio import write_json, write_text
+from flowse.utils.log import get_logger
+
+logger = get_logger(__name__)
+
+TABLE: list[tuple[str, str, str]] = [  # (metric, column title, format)
+    ("SIG", "SIG", ".3f"), ("BAK", "BAK", ".3f"), ("OVRL", "OVRL", ".3f"), ("SPK", "SPK", ".4f"),
+    ("SBS", "SBS", ".4f"), ("PESQ", "PESQ", ".3f"), ("ESTOI", "ESTOI", ".4f"), ("SISDR", "SI-SDR", ".2f"),
+]
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def set_results(summary: dict) -> dict[str, float | None]:
+    """Metric means of one summary.json (None where not computed or n/a)."""
+    metrics = summary.get("metrics", {})
+    return {m: (metrics[m]["mean"] if m in metrics else None) for m in ALL_METRICS}
+
+
+def _git_commit(path: str) -> str:
+    try:
+        rev = subprocess.run(["git", "-C", path, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def environment() -> dict[str, str]:
+    """Date, git commit, versions and devices of this machine."""
+    import flowse
+
+    env = {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "git commit": _git_commit(os.path.dirname(os.path.dirname(os.path.abspath(flowse.__file__)))),
+        "python": platform.python_version(),
+    }
+    for mod in ("torch", "torchaudio", "onnxruntime", "transformers"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            env[mod] = "not installed"
+    env["cpu"] = f"{_cpu_name()}, {os.cpu_count()} cores"
+    try:
+        import torch
+
+        env["gpu"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "none"
+    except Exception:  # noqa: BLE001 - only informative
+        env["gpu"] = "unknown"
+    return env
+
+
+def render_table(rows: list[tuple[str, dict | None, dict | None]], first: str = "set") -> tuple[str, list[str]]:
+    """Markdown table; rows are (name, results, summary). Returns the text and the footnotes it needs."""
+    head = f"| {first} | #utt | " + " | ".join(t for _, t, _ in TABLE) + " |"
+    lines = [head, "|" + "---|" * (len(TABLE) + 2)]
+    notes: list[str] = []
+    for name, res, summ in rows:
+        if res is None:
+            lines.append(f"| {name} | not scored |" + " |" * len(TABLE))
+            continue
+        n = "?"
+        if summ:
+            n = str(summ.get("num_scored", "?"))
+            if summ.get("num_skipped"):
+                n += f" ({summ['num_skipped']} skipped)"
+        cells = []
+        for m, _, spec in TABLE:
+            cell = fmt(res.get(m), spec)
+            if m == "SBS" and res.get(m) is None:
+                cell = "n/a [^sbs]"
+                if "[^sbs]: " + SBS_HINT not in notes:
+                    notes.append("[^sbs]: " + SBS_HINT)
+            cells.append(cell)
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", notes
+
+
+def make_results(exp_dir: str, sets: list[str], title: str | None = None) -> tuple[str, dict]:
+    """Write ``RESULTS.md`` and ``results.json`` of ``exp_dir``; returns the markdown and the results."""
+    results: dict[str, dict] = {}
+    rows = []
+    for s in sets:
+        path = os.path.join(exp_dir, f"scores_{s}", "summary.json")
+        if not os.path.isfile(path):
+            logger.warning("%s: not found, %s is listed as not scored", path, s)
+            rows.append((s, None, None))
+            continue
+        with open(path, encoding="utf-8") as f:
+            summ = json.load(f)
+        results[s] = set_results(summ)
+        rows.append((s, results[s], summ))
+    table, notes = render_table(rows)
+    env = environment()
+    title = title or f"Results: {os.path.basename(os.path.normpath(exp_dir))}"
+    parts = [f"# {title}\n", "## Environment\n"]
+    parts += [f"- {k}: {v}" for k, v in env.items()]
+    parts.append(f"- exp dir: `{exp_dir}`\n")
+    parts.append("## Scores\n")
+    parts.append("DNSMOS P.835 SIG/BAK/OVRL; SPK speaker similarity, SBS SpeechBERTScore and ESTOI in [0, 1] "
+                 "(x100 = %); PESQ wide band; SI-SDR in dB. Means over the scored utterances.\n")
+    parts.append(table)
+    if notes:
+        parts.append("\n".join(notes) + "\n")
+    cfg_path = os.path.join(exp_dir, "config.yaml")
+    if os.path.isfile(cfg_path):
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg_text = f.read().rstrip("\n")
+        parts.append("## Config\n")
+        parts.append(f"<details><summary>{cfg_path}</summary>\n\n```yaml\n{cfg_text}\n```\n</details>\n")
+    md = "\n".join(parts)
+    write_text(os.path.join(exp_dir, "RESULTS.md"), md)
+    write_json(os.path.join(exp_dir, "results.json"), results)
+    return md, results
+
+
+def collect(exp_root: str) -> list[tuple[str, str, dict]]:
+    """``(system, set, results)`` for every ``<exp_root>/*/results.json``, sorted by system then set order."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(exp_root, "*", "results.json"))):
+        system = os.path.basename(os.path.dirname(path))
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            logger.warning("%s: unreadable (%s), left out", path, e)
+            continue
+        for s, res in data.items():
+            rows.append((system, s, res))
+    return rows
+
+
+def render_collection(rows: list[tuple[str, str, dict]]) -> str:
+    """One markdown table, rows system x set."""
+    head = "| system | set | " + " | ".join(t for _, t, _ in TABLE) + " |"
+    lines = [head, "|" + "---|" * (len(TABLE) + 2)]
+    for system, s, res in rows:
+        lines.append(f"| {system} | {s} | " + " | ".join(fmt(res.get(m), spec) for m, _, spec in TABLE) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main_collect(argv: list[str] | None = None) -> int:
+    """``collect_results.py EXP_ROOT [--out RESULTS.md]``: print (and write) the comparison table."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Collect every <exp_root>/*/results.json into one markdown table.")
+    p.add_argument("exp_root")
+    p.add_argument("--out", default=None, help="also write the table to this file")
+    args = p.parse_args(argv)
+    rows = collect(args.exp_root)
+    if not rows:
+        print(f"no {args.exp_root}/*/results.json found", file=sys.stderr)
+        return 1
+    md = render_collection(rows)
+    if args.out:
+        write_text(args.out, f"# Results in {args.exp_root}\n\n" + md)
+    print(md, end="")
+    return 0

@@ -1,0 +1,152 @@
+"""GRPO rewards (paper section 2.2, DESIGN.md 5): single or multi-metric, every metric logged.
+
+- single metric:  ``R = s * m`` (``s`` the metric's scale, e.g. DNSMOS OVRL / 4);
+- multi-metric:   ``R = sum_i w_i * s_i m_i / std(s_i m_i)`` with the std taken over
+  the items given to ``reward`` (call it once on all items collected in an
+  iteration: that is the paper's "std over the collected data"); a metric whose
+  std is (almost) 0 over those items is not divided (its term is then constant and
+  drops out of the group advantages). ``std_normalize: false`` gives the plain
+  weighted sum.
+Metrics that are logged but not rewarded (``log_metrics``) are computed on the
+same call, so reward hacking (one metric up, the others down) shows in the logs.
+NaN rewards (e.g. SPK of an all-zero output) are replaced by the batch minimum of
+that metric, with a warning: an undefined output must not win.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from flowse.metrics.config import ALL_METRICS, NEEDS_REF, SBS_HINT, ScoreModelsConfig
+from flowse.metrics.suite import MetricSuite
+from flowse.utils.config import ConfigError, check
+from flowse.utils.log import get_logger
+
+logger = get_logger(__name__)
+
+DEFAULT_SCALES: dict[str, float] = {"OVRL": 0.25, "SIG": 0.25, "BAK": 0.25, "P808": 0.25}
+STD_EPS = 1e-8
+
+
+def _check_names(names: Sequence[str], where: str) -> None:
+    bad = [n for n in names if n not in ALL_METRICS]
+    if bad:
+        raise ConfigError(f"{where}: unknown metric(s) {bad}; allowed: {list(ALL_METRICS)}")
+
+
+@dataclass
+class RewardConfig:
+    """Which metrics make the reward and how they are combined.
+
+    ``scales``: per-metric multiplier; metrics not listed get the default
+    (OVRL SIG BAK P808 -> 0.25, i.e. "DNSMOS / 4"; others 1.0).
+    ``log_metrics``: computed and logged though not rewarded; SBS is dropped from
+    this list (with an info line) when no SBS model is configured.
+    """
+
+    metrics: list[str] = field(default_factory=lambda: ["OVRL"])
+    weights: list[float] = field(default_factory=lambda: [1.0])
+    scales: dict[str, float] = field(default_factory=dict)
+    std_normalize: bool = True
+    log_metrics: list[str] = field(default_factory=lambda: ["OVRL", "SIG", "BAK", "SPK", "SBS"])
+    models: ScoreModelsConfig = field(default_factory=ScoreModelsConfig)
+
+    def __post_init__(self):
+        check(len(self.metrics) > 0, "reward.metrics: at least one metric is needed")
+        _check_names(self.metrics, "reward.metrics")
+        _check_names(self.log_metrics, "reward.log_metrics")
+        _check_names(list(self.scales), "reward.scales")
+        check(len(set(self.metrics)) == len(self.metrics), f"reward.metrics has duplicates: {self.metrics}")
+        check(
+            len(self.weights) == len(self.metrics),
+            f"reward.weights {self.weights} must have one weight per metric {self.metrics}",
+        )
+
+    def scale(self, metric: str) -> float:
+        return float(self.scales.get(metric, DEFAULT_SCALES.get(metric, 1.0)))
+
+
+def _to_list(x, lengths) -> list[np.ndarray]:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+        if x.ndim == 1:
+            x = x[None]
+        if lengths is None:
+            return [row for row in x]
+        lengths = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
+        if len(lengths) != len(x):
+            raise ValueError(f"{len(x)} waveforms but {len(lengths)} lengths")
+        return [row[:n] for row, n in zip(x, lengths)]
+    if lengths is not None:
+        return [np.asarray(w, dtype=np.float32)[: int(n)] for w, n in zip(x, lengths)]
+    return [np.asarray(w, dtype=np.float32) for w in x]
+
+
+class RewardModel:
+    """Computes every rewarded and logged metric for a batch, and the reward from them."""
+
+    def __init__(self, cfg: RewardConfig, device: str = "cpu"):
+        self.cfg = cfg
+        if "SBS" in cfg.metrics and not cfg.models.sbs.model_dir:
+            raise ConfigError(f"reward.metrics includes SBS, but {SBS_HINT}")
+        logged = [m for m in cfg.log_metrics if m not in cfg.metrics]
+        if "SBS" in logged and not cfg.models.sbs.model_dir:
+            logger.info("SBS not logged: no sbs.model_dir configured")
+            logged.remove("SBS")
+        wanted = set(cfg.metrics) | set(logged)
+        self.metrics = [m for m in ALL_METRICS if m in wanted]
+        self.suite = MetricSuite(self.metrics, cfg.models, device)
+
+    def compute(
+        self,
+        est: Sequence[np.ndarray] | torch.Tensor,
+        ref: Sequence[np.ndarray] | torch.Tensor | None = None,
+        lengths: Sequence[int] | torch.Tensor | None = None,
+        ref_lengths: Sequence[int] | torch.Tensor | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every metric per item (float64 ``[B]``).
+
+        ``est``: list of 16 kHz waveforms, or a padded tensor ``[B, n]`` with ``lengths``
+        (samples). ``ref``: the same for the clean references, or None (then metrics
+        needing a reference are computed only if rewarded, which is an error).
+        ``ref_lengths`` defaults to ``lengths`` when ``ref`` is a tensor shaped like ``est``.
+        """
+        if ref_lengths is None and isinstance(ref, torch.Tensor) and isinstance(est, torch.Tensor):
+            if ref.shape == est.shape:
+                ref_lengths = lengths
+        est_l = _to_list(est, lengths)
+        ref_l = _to_list(ref, ref_lengths) if ref is not None else None
+        if ref_l is None:
+            missing = [m for m in self.cfg.metrics if m in NEEDS_REF]
+            if missing:
+                raise ValueError(f"rewarded metrics {missing} need reference waveforms (ref=None given)")
+            return self.suite.compute(est_l, None, [m for m in self.metrics if m not in NEEDS_REF]).values
+        return self.suite.compute(est_l, ref_l).values
+
+    def reward(self, metrics: dict[str, np.ndarray]) -> np.ndarray:
+        """Reward per item (float64 ``[B]``) from ``compute``'s output (see module doc)."""
+        total = None
+        multi = len(self.cfg.metrics) > 1
+        for m, w in zip(self.cfg.metrics, self.cfg.weights):
+            if m not in metrics:
+                raise KeyError(f"reward metric {m} missing from the metrics given ({sorted(metrics)})")
+            v = self.cfg.scale(m) * np.asarray(metrics[m], dtype=np.float64)
+            bad = ~np.isfinite(v)
+            if bad.any():
+                fill = float(np.min(v[~bad])) if (~bad).any() else 0.0
+                logger.warning("%d of %d %s values are undefined: rewarded as the batch minimum %.4f",
+                               int(bad.sum()), v.size, m, fill)
+                v = np.where(bad, fill, v)
+            if multi and self.cfg.std_normalize:
+                std = float(np.std(v))
+                if std > STD_EPS:
+                    v = v / std
+            total = w * v if total is None else total + w * v
+        return total
+
+    def __call__(self, est, ref=None, lengths=None, ref_lengths=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        metrics = self.compute(est, ref, lengths, ref_lengths)
+        return self.reward(metrics), metrics
