@@ -1,0 +1,156 @@
+"""GRPO post-training config (stage 5): the yaml schema, loaded with ``flowse.utils.config.load_config``.
+
+Paper numbers (Sec. 3.2, 4) are the defaults; ``conf/paper/grpo.yaml`` repeats them with
+the section named. Counting conventions:
+
+- an iteration collects ``rounds_per_iter`` rollout rounds of ``prompts_per_round`` noisy
+  prompts, each prompt with ``group_size`` candidates (paper: 12 rounds x 6 prompts = 72
+  prompts, G = 10: 720 candidates). One round is one batched sampler call (all its
+  prompts' candidates together) with its own draw of the number of steps and the window
+  start (Flow-GRPO-Fast draws them per sampling batch);
+- training runs on the SDE transitions (candidate, window step) of the kept groups, in
+  micro-batches of ``train_batch_size`` transitions (one forward/backward each), split
+  into exactly ``updates_per_iter`` optimizer steps (paper: 4). ``max_steps`` counts
+  optimizer steps (paper: 5k), which is also what the LR schedule counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from flowse.metrics.reward import RewardConfig
+from flowse.utils.config import check
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA on ``blocks.<i>.attn.{to_q,to_k,to_v,to_out}`` (paper: r 32, alpha 64 -> 1.57M params).
+
+    ``dropout`` must stay 0 for exact on-policy log-probs (ratio 1 before the first update).
+    """
+
+    r: int = 32
+    alpha: float = 64.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out"])
+
+    def __post_init__(self):
+        check(self.r >= 1, f"lora.r must be >= 1, got {self.r}")
+        check(self.alpha > 0, f"lora.alpha must be positive, got {self.alpha}")
+        check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
+        allowed = {"to_q", "to_k", "to_v", "to_out"}
+        check(bool(self.targets) and set(self.targets) <= allowed,
+              f"lora.targets must be a non-empty subset of {sorted(allowed)}, got {self.targets}")
+
+
+@dataclass
+class RolloutConfig:
+    """Mixed ODE-SDE sampler of the rollouts (paper Sec. 2.2.2, 3.2).
+
+    ``noise_level`` is a in ``s = a sqrt((1-t)/t)``. Per round, nfe is drawn uniformly from
+    ``nfe_range`` and the window start S_min (1-based step index) from ``window_start_range``
+    (both inclusive); the SDE window is steps S_min .. S_min + window_size - 1 (clipped to
+    nfe). Non-fast ablation: window_start_range [1, 1], window_size 10.
+    ``cfg_strength``: CFG weight w of rollouts AND training log-probs (null: the model's
+    ``flow.cfg_strength``). ``crop_seconds``: prompts longer than this are randomly cropped
+    (wav and mel aligned at hop boundaries); shorter ones are padded, so every candidate of
+    an iteration has the same padded length. ``precision``: the network's autocast dtype;
+    the SDE step and log-probs are always fp32.
+    """
+
+    noise_level: float = 0.4
+    nfe_range: list[int] = field(default_factory=lambda: [7, 10])
+    window_start_range: list[int] = field(default_factory=lambda: [1, 3])
+    window_size: int = 2
+    cfg_strength: float | None = None
+    group_size: int = 10
+    prompts_per_round: int = 6
+    rounds_per_iter: int = 12
+    crop_seconds: float = 4.0
+    min_seconds: float = 1.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    def __post_init__(self):
+        check(self.noise_level > 0, f"rollout.noise_level must be > 0, got {self.noise_level}")
+        check(len(self.nfe_range) == 2 and 1 <= self.nfe_range[0] <= self.nfe_range[1],
+              f"rollout.nfe_range must be [lo, hi] with 1 <= lo <= hi, got {self.nfe_range}")
+        check(len(self.window_start_range) == 2 and 1 <= self.window_start_range[0] <= self.window_start_range[1],
+              f"rollout.window_start_range must be [lo, hi] with 1 <= lo <= hi, got {self.window_start_range}")
+        check(self.window_start_range[1] <= self.nfe_range[0],
+              f"rollout.window_start_range {self.window_start_range} must start inside the smallest nfe {self.nfe_range[0]}")
+        check(self.window_size >= 1, f"rollout.window_size must be >= 1, got {self.window_size}")
+        check(self.group_size >= 2, f"rollout.group_size must be >= 2 (advantages are relative), got {self.group_size}")
+        check(self.prompts_per_round >= 1 and self.rounds_per_iter >= 1, "rollout: prompts_per_round and rounds_per_iter must be >= 1")
+        check(self.crop_seconds > 0 and 0 <= self.min_seconds <= self.crop_seconds,
+              "rollout: need crop_seconds > 0 and 0 <= min_seconds <= crop_seconds")
+
+
+@dataclass
+class TrainConfig:
+    """Policy update (paper Eq. 9, Sec. 3.2). ``beta``: KL weight on the exact per-step KL
+    ``||mu - mu_ref||^2 / (2 s^2 dt)``; Flow-GRPO's 0.04 acts on a KL without the 1/dt, so
+    its strength at 10 steps corresponds to beta = 0.004 here (the paper gives no value)."""
+
+    lr: float = 2e-4
+    lr_schedule: Literal["linear", "constant"] = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 1e-4
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    train_batch_size: int = 12
+    updates_per_iter: int = 4
+    clip_range: float = 1e-4
+    adv_clip: float = 5.0
+    adv_eps: float = 1e-4
+    beta: float = 0.004
+
+    def __post_init__(self):
+        check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "train.adam_betas: two values in [0, 1)")
+        check(self.max_grad_norm > 0, "train.max_grad_norm must be positive")
+        check(self.train_batch_size >= 1 and self.updates_per_iter >= 1, "train: train_batch_size and updates_per_iter must be >= 1")
+        check(self.clip_range > 0 and self.adv_clip > 0 and self.adv_eps >= 0, "train: clip_range, adv_clip > 0, adv_eps >= 0")
+        check(self.beta >= 0, f"train.beta must be >= 0, got {self.beta}")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation with the inference sampler (ODE, ``nfe`` steps, noise-free), every metric.
+
+    ``every`` in optimizer steps (0: only at step 0 and at the end); ``max_utts`` of the
+    valid set (0: all); ``max_seconds`` crops long utterances (0: whole); ``seed`` fixes the
+    initial noise so evaluations differ only by the model.
+    """
+
+    every: int = 250
+    nfe: int = 10
+    max_utts: int = 0
+    max_seconds: float = 0.0
+    batch_size: int = 8
+    seed: int = 1234
+
+    def __post_init__(self):
+        check(self.every >= 0 and self.nfe >= 1 and self.batch_size >= 1 and self.max_utts >= 0,
+              "eval: every >= 0, nfe >= 1, batch_size >= 1, max_utts >= 0")
+
+
+@dataclass
+class GRPOConfig:
+    """Everything stage 5 reads (see the module doc for counting conventions)."""
+
+    seed: int = 0
+    max_steps: int = 5000
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    save_every: int = 100
+    keep_checkpoints: int = 3
+    plot_every: int = 10
+
+    def __post_init__(self):
+        check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        check(self.save_every >= 1 and self.plot_every >= 1, "save_every and plot_every must be >= 1")

@@ -1,0 +1,78 @@
+"""PNG curves of a GRPO run (paper Fig. 2 kind): every metric vs optimizer step.
+
+``train_curves.png``: reward mean/std, every metric's mean over the collected candidates
+(rewarded or not: reward hacking shows as one curve up and others down), KL, ratio and
+clip fraction, zero-std group fraction. ``eval_curves.png``: the held-out metrics of the
+ODE sampler vs step (step 0 = the base model).
+"""
+from __future__ import annotations
+
+import os
+
+from flowse.utils.fileio import atomic_open
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(4, max(1, n))
+    return (n + cols - 1) // cols, cols
+
+
+def _save(fig, path: str) -> None:
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+
+
+def plot_curves(exp_dir: str, history: list[dict], eval_history: list[dict]) -> list[str]:
+    """Write the PNGs into ``exp_dir``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    if history:
+        steps = [r["step"] for r in history]
+        panels: list[tuple[str, list[str]]] = [("reward", ["reward_mean"])]
+        panels += [(k[6:], [k]) for k in history[-1] if k.startswith("train/")]
+        panels += [("KL", ["kl"]), ("ratio", ["ratio_mean", "ratio_min", "ratio_max"]), ("clip fraction", ["clip_frac"]),
+                   ("zero-std group fraction", ["zero_std_frac"])]
+        rows, cols = _grid(len(panels))
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+        for ax, (title, keys) in zip(axes.flat, panels):
+            for k in keys:
+                ys = [r.get(k, float("nan")) for r in history]
+                ax.plot(steps, ys, label=k if len(keys) > 1 else None)
+            if title == "reward":
+                lo = [r["reward_mean"] - r["reward_std"] for r in history]
+                hi = [r["reward_mean"] + r["reward_std"] for r in history]
+                ax.fill_between(steps, lo, hi, alpha=0.2)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            if len(keys) > 1:
+                ax.legend(fontsize=6)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.suptitle("GRPO training (means over the collected candidates)", fontsize=10)
+        fig.tight_layout()
+        path = os.path.join(exp_dir, "train_curves.png")
+        _save(fig, path)
+        plt.close(fig)
+        out.append(path)
+    if eval_history:
+        keys = [k for k in eval_history[-1] if k.startswith("eval/")]
+        rows, cols = _grid(len(keys))
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+        steps = [r["step"] for r in eval_history]
+        for ax, k in zip(axes.flat, keys):
+            ax.plot(steps, [r.get(k, float("nan")) for r in eval_history], marker="o")
+            ax.set_title(k[5:], fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        fig.suptitle("held-out evaluation (ODE sampler; step 0 = base model)", fontsize=10)
+        fig.tight_layout()
+        path = os.path.join(exp_dir, "eval_curves.png")
+        _save(fig, path)
+        plt.close(fig)
+        out.append(path)
+    return out

@@ -1,0 +1,64 @@
+"""Rewards of GRPO candidates: a pluggable two-part callable.
+
+The trainer needs (1) per-candidate metric values, computed where the candidates are
+(``metrics``: the expensive part, vocoder + metric models) and (2) the scalar reward,
+computed from the metric values of ALL candidates of the iteration (``reward``: cheap;
+the multi-metric reward divides each metric by its std over the collected data, which
+must not depend on how candidates were sharded across ranks).
+
+``AudioReward`` is the SE reward of the paper: log-mel -> vocoder -> waveform ->
+``flowse.metrics.reward.RewardModel``. Any object with the same two methods works
+(the tests use a cheap mel-domain reward without a vocoder).
+"""
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from flowse.rl.prompts import PromptBatch
+
+
+class RewardFn(Protocol):
+    last_times: dict[str, float]
+
+    def metrics(self, mel: torch.Tensor, prompts: PromptBatch) -> dict[str, np.ndarray]:
+        """``mel [N, T, F]`` log-mel estimates (valid frames per ``prompts.mask``) -> ``{name: [N]}``."""
+
+    def reward(self, metrics: dict[str, np.ndarray]) -> np.ndarray:
+        """All candidates' metric values -> rewards ``[N]``."""
+
+
+class AudioReward:
+    """Vocoder + ``RewardModel``: every metric of the reward config is computed and returned (rewarded or logged)."""
+
+    def __init__(self, vocoder, reward_model, batch_size: int = 64):
+        self.vocoder = vocoder
+        self.reward_model = reward_model
+        self.batch_size = batch_size
+        self.last_times: dict[str, float] = {"vocoder": 0.0, "reward": 0.0}
+
+    def decode(self, mel: torch.Tensor, prompts: PromptBatch) -> list[np.ndarray]:
+        hop = self.vocoder.hop_length
+        lengths = prompts.lengths
+        noisy = prompts.noisy_tensor(hop) if self.vocoder.needs_noisy else None
+        out: list[np.ndarray] = []
+        for s in range(0, mel.shape[0], self.batch_size):
+            sl = slice(s, s + self.batch_size)
+            wav = self.vocoder.decode(mel[sl], lengths[sl], noisy[sl] if noisy is not None else None).cpu()
+            out += [wav[i, : int(lengths[s + i]) * hop].numpy() for i in range(wav.shape[0])]
+        return out
+
+    def metrics(self, mel: torch.Tensor, prompts: PromptBatch) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        est = self.decode(mel, prompts)
+        t1 = time.perf_counter()
+        m = self.reward_model.compute(est, prompts.ref_wav)
+        t2 = time.perf_counter()
+        self.last_times = {"vocoder": t1 - t0, "reward": t2 - t1}
+        return {k: np.asarray(v, dtype=np.float64) for k, v in m.items()}
+
+    def reward(self, metrics: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.reward_model.reward(metrics), dtype=np.float64)

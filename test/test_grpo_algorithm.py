@@ -1,0 +1,242 @@
+"""GRPO on a tiny DiT with a cheap mel-domain reward: on-policy ratio, advantages, learning, KL, DDP."""
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from flowse.models.dit import DiT, DiTConfig
+from flowse.models.flowse_model import FlowConfig, FlowSE
+from flowse.rl.advantages import group_advantages
+from flowse.rl.config import GRPOConfig, LoRAConfig
+from flowse.rl.lora import apply_lora, count_lora_parameters, lora_state_dict, merge_lora, reference_policy
+from flowse.rl.loss import grpo_loss
+from flowse.rl.prompts import PromptSet
+from flowse.rl.rollout import Transitions, transition_log_prob
+from flowse.rl.trainer import GRPOTrainer
+from flowse.sampling.ode import ode_sample
+from flowse.utils.config import load_config
+from flowse.utils.distributed import DistInfo
+
+F = 16
+FRAMES = 24
+
+
+def tiny_model(seed: int = 0, dropout: float = 0.1) -> FlowSE:
+    """A tiny DiT with random (not adaLN-zero) modulations, so LoRA on attention has an effect at once."""
+    torch.manual_seed(seed)
+    m = FlowSE(DiTConfig(n_mels=F, hidden=32, depth=2, heads=2, head_dim=16, ffn=64, conv_kernel=5, conv_groups=4,
+                         time_freq_dim=16, dropout=dropout), FlowConfig(normalize=False, cfg_strength=1.0))
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1 and torch.all(p == 0):
+                p.normal_(0, 0.3)
+    return m
+
+
+class BandReward:
+    """Mean log-mel value in bins 4..7 of the generated mel (no vocoder); ``other`` is only logged."""
+
+    last_times: dict = {}
+
+    def metrics(self, mel, prompts):
+        m = prompts.mask.to(mel.device)[..., None].float()
+        band = (mel[..., 4:8] * m).sum((1, 2)) / (m.sum((1, 2)) * 4)
+        return {"band": band.double().cpu().numpy(), "other": (mel * m).sum((1, 2)).double().cpu().numpy()}
+
+    def reward(self, metrics):
+        return metrics["band"]
+
+
+def prompt_set(n: int, seed: int) -> PromptSet:
+    rng = np.random.default_rng(seed)
+    mels = {f"u{i:03d}": rng.standard_normal((FRAMES + int(rng.integers(-4, 8)), F)).astype(np.float32) for i in range(n)}
+    return PromptSet(mels, hop=256)
+
+
+def make_cfg(**over) -> GRPOConfig:
+    base = dict(
+        seed=3, max_steps=16,
+        rollout=dict(group_size=4, prompts_per_round=2, rounds_per_iter=2, crop_seconds=FRAMES * 256 / 16000,
+                     min_seconds=0.0, noise_level=0.7),
+        train=dict(train_batch_size=3, updates_per_iter=2, lr=1e-2, clip_range=0.2, beta=0.0, lr_schedule="constant"),
+        lora=dict(r=4, alpha=8), eval=dict(every=0, nfe=10),
+    )
+    for k, v in over.items():
+        if isinstance(v, dict):
+            base.setdefault(k, {}).update(v)
+        else:
+            base[k] = v
+    return load_config(GRPOConfig, None, base)
+
+
+def ode_outputs(trainer: GRPOTrainer, prompts: PromptSet) -> torch.Tensor:
+    b = prompts.batch(range(len(prompts)), trainer.crop_frames, pad_to=trainer.crop_frames)
+    cond = trainer.model.normalize(b.mel, "noisy") * b.mask[..., None]
+    x0 = torch.randn(cond.shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        return ode_sample(trainer.model, cond, b.mask, 10, None, x0=x0), b.mask
+
+
+def test_lora_param_count_paper_and_reference_policy():
+    model = FlowSE(DiTConfig(), FlowConfig())
+    apply_lora(model, LoRAConfig(r=32, alpha=64))
+    assert count_lora_parameters(model) == 1_572_864
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 1_572_864
+    tiny = tiny_model(dropout=0.0)
+    ref = {k: v.clone() for k, v in tiny.state_dict().items()}
+    apply_lora(tiny, LoRAConfig(r=4, alpha=8))
+    with torch.no_grad():
+        for n, p in tiny.dit.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    x, c = torch.randn(2, 10, F), torch.randn(2, 10, F)
+    t = torch.tensor([0.2, 0.7])
+    with torch.no_grad():
+        v_lora = tiny.velocity(x, c, t)
+        with reference_policy(tiny):
+            v_ref = tiny.velocity(x, c, t)
+    base = tiny_model(dropout=0.0)
+    base.load_state_dict(ref)
+    with torch.no_grad():
+        torch.testing.assert_close(v_ref, base.velocity(x, c, t))
+    assert (v_lora - v_ref).abs().max() > 1e-3
+    merge_lora(tiny)
+    assert set(tiny.state_dict()) == set(ref)  # plain DiT names again: loads as a pretrained model
+    with torch.no_grad():
+        torch.testing.assert_close(tiny.velocity(x, c, t), v_lora, rtol=1e-4, atol=1e-5)
+
+
+def test_advantages_hand_made_groups():
+    r = np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 0.0, 0.0, 1.0])
+    a = group_advantages(r, np.repeat([0, 1, 2], 3), clip=5.0, eps=0.0)
+    s = np.sqrt(2 / 3)
+    np.testing.assert_allclose(a.values[:3], [-1 / s, 0, 1 / s])
+    np.testing.assert_allclose(a.values[3:6], 0)  # zero-std group: dropped
+    np.testing.assert_allclose(a.values[6:], np.array([-1, -1, 2]) / np.sqrt(2))
+    assert a.keep.tolist() == [True] * 3 + [False] * 3 + [True] * 3
+    assert (a.num_groups, a.num_zero_std) == (3, 1) and a.zero_std_fraction == pytest.approx(1 / 3)
+    big = group_advantages(np.array([0.0] * 99 + [1.0]), np.zeros(100, int), clip=5.0, eps=0.0)
+    assert big.values.max() == 5.0  # (1 - 0.01) / 0.0995 = 9.95 clamped
+    with pytest.raises(ValueError, match="non-finite"):
+        group_advantages(np.array([1.0, np.nan]), np.array([0, 0]))
+
+
+def test_ppo_clip_loss_values():
+    lp_old = torch.zeros(4)
+    lp_new = torch.log(torch.tensor([1.0, 1.5, 0.5, 1.5]))
+    adv = torch.tensor([1.0, 1.0, 1.0, -1.0])
+    t = grpo_loss(lp_new, lp_old, adv, clip_range=0.2, kl=torch.tensor([0.0, 0.0, 0.0, 2.0]), beta=0.5)
+    # max(-A r, -A clip(r)): [-1, -1.2 (clipped), -0.5 (unclipped is larger), 1.5] + 0.5 * kl
+    torch.testing.assert_close(t.policy, torch.tensor([-1.0, -1.2, -0.5, 1.5]))
+    torch.testing.assert_close(t.loss.detach(), torch.tensor([-1.0, -1.2, -0.5, 2.5]))
+    assert t.clipped.tolist() == [False, True, True, True]
+
+
+def test_recomputed_log_probs_equal_rollout_ones():
+    """Before any update the ratio is 1 (eval mode: dropout off; other batch composition)."""
+    tr = GRPOTrainer(tiny_model(dropout=0.1), make_cfg(rollout=dict(window_start_range=[1, 1], window_size=3)),
+                     BandReward(), prompt_set(8, 0))
+    rd, _, _ = tr.rollout_round(0, 0)
+    assert torch.isfinite(rd.tr.log_prob).all() and len(rd.tr) == 3 * 8
+    perm = torch.randperm(len(rd.tr), generator=torch.Generator().manual_seed(0))
+    n_cand = rd.cond.shape[0]
+    for chunk in perm.split(5):
+        sub = rd.tr.index(chunk)
+        with torch.no_grad():
+            lp, _, _ = transition_log_prob(tr.velocity, sub, rd.cond[sub.sample], rd.mask[sub.sample], 0.7)
+        assert (sub.sample == chunk % n_cand).all()
+        assert float((lp - sub.log_prob).abs().max()) < 1e-5
+        assert float((torch.exp(lp - sub.log_prob) - 1).abs().max()) < 1e-5
+    rec = tr.run_iteration()
+    assert rec["onpolicy_ratio_dev"] < 1e-5 and rec["updates"] == 2
+
+
+def test_candidates_of_a_prompt_differ_and_rounds_follow_schedule():
+    tr = GRPOTrainer(tiny_model(), make_cfg(), BandReward(), prompt_set(8, 0))
+    rd, rep, _ = tr.rollout_round(0, 1)
+    nfe, window = tr.round_schedule(0, 1)
+    assert 7 <= nfe <= 10 and window[0] in (0, 1, 2) and len(window) == 2
+    assert rep.keys[0] == rep.keys[3] and rep.keys[3] != rep.keys[4]  # prompt-major groups of G = 4
+    x1 = rd.x1
+    assert (x1[0] - x1[1]).abs().mean() > 1e-2  # SDE noise makes the candidates differ
+    # the same round again gives the same samples (per-prompt seeds)
+    rd2, _, _ = tr.rollout_round(0, 1)
+    torch.testing.assert_close(rd2.x1, x1)
+
+
+def _train(beta: float, steps: int = 16):
+    model = tiny_model()
+    tr = GRPOTrainer(model, make_cfg(max_steps=steps, train=dict(beta=beta, lr=3e-2)), BandReward(), prompt_set(16, 0))
+    held = prompt_set(8, 1)
+    with reference_policy(tr.model):
+        x_ref, mask = ode_outputs(tr, held)
+    before = BandReward().metrics(x_ref, held.batch(range(8), tr.crop_frames, pad_to=tr.crop_frames))["band"].mean()
+    while tr.step < steps:
+        tr.run_iteration()
+    x_new, _ = ode_outputs(tr, held)
+    after = BandReward().metrics(x_new, held.batch(range(8), tr.crop_frames, pad_to=tr.crop_frames))["band"].mean()
+    dist_ref = float(((x_new - x_ref).abs() * mask[..., None]).sum() / (mask.sum() * F))
+    return before, after, dist_ref, tr
+
+
+@pytest.mark.slow
+def test_grpo_raises_held_out_reward_and_kl_keeps_close():
+    before, after0, d0, tr0 = _train(beta=0.0)
+    assert after0 > before + 0.1, (before, after0)  # measured +0.185
+    assert tr0.history[-1]["train/other"] == tr0.history[-1]["train/other"]  # unrewarded metrics are logged too
+    _, after_kl, d_kl, tr_kl = _train(beta=1.0)
+    assert d_kl < 0.3 * d0, (d_kl, d0)  # measured 0.045 vs 0.45
+    assert tr_kl.history[-1]["kl"] > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dist_cfg() -> GRPOConfig:
+    return make_cfg(max_steps=1, train=dict(updates_per_iter=1))
+
+
+def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        tr = GRPOTrainer(tiny_model(), _dist_cfg(), BandReward(), prompt_set(16, 0),
+                         dist=DistInfo(rank, world, rank, torch.device("cpu")))
+        tr.run_iteration()
+        if rank == 0:
+            torch.save({"lora": lora_state_dict(tr.model), "adv": torch.from_numpy(tr.last_advantages.values),
+                        "grads": [p.grad.clone() for p in tr.params],
+                        "rewards": torch.from_numpy(tr.last_rewards), "step": tr.step},
+                       os.path.join(out_dir, "dist.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    one = GRPOTrainer(tiny_model(), _dist_cfg(), BandReward(), prompt_set(16, 0))
+    one.run_iteration()
+    mp.spawn(_dist_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    two = torch.load(tmp_path / "dist.pt", weights_only=True)
+    assert two["step"] == one.step == 1
+    np.testing.assert_allclose(two["rewards"].numpy(), one.last_rewards, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(two["adv"].numpy(), one.last_advantages.values, rtol=0, atol=1e-9)
+    ref = lora_state_dict(one.model)
+    moved = 0.0
+    for k, v in ref.items():
+        assert float((two["lora"][k] - v).abs().max()) < 1e-6, k
+        moved = max(moved, float(v.abs().max()))
+    assert moved > 1e-3  # the update did change the adapter
+    g_max = max(float(p.grad.abs().max()) for p in one.params)
+    for g2, p in zip(two["grads"], one.params):
+        assert float((g2 - p.grad).abs().max()) <= 1e-6 * g_max  # the all-reduced gradient is the 1-process one
