@@ -138,7 +138,12 @@ class EvalConfig:
 
 @dataclass
 class GRPOConfig:
-    """Everything stage 5 reads (see the module doc for counting conventions)."""
+    """Everything stage 5 reads (see the module doc for counting conventions).
+
+    ``save_every`` (optimizer steps) checkpoints, the newest ``keep_checkpoints`` kept;
+    ``plot_every`` (iterations) rewrites the logs and PNG curves; ``threads``: torch
+    intra-op threads per process (0 = all cores shared by the local ranks).
+    """
 
     seed: int = 0
     max_steps: int = 5000
@@ -150,7 +155,9 @@ class GRPOConfig:
     save_every: int = 100
     keep_checkpoints: int = 3
     plot_every: int = 10
+    threads: int = 0
 
     def __post_init__(self):
         check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        check(self.threads >= 0, f"threads must be >= 0 (0 = all cores), got {self.threads}")
         check(self.save_every >= 1 and self.plot_every >= 1, "save_every and plot_every must be >= 1")

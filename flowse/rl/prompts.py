@@ -49,7 +49,7 @@ class PromptBatch:
         """Noisy waveforms as ``[P, T * hop]`` zero-padded."""
         out = torch.zeros(len(self), self.mel.shape[1] * hop)
         for i, w in enumerate(self.noisy_wav):
-            out[i, : len(w)] = torch.from_numpy(w[: out.shape[1]])
+            out[i, : min(len(w), out.shape[1])] = torch.from_numpy(np.array(w[: out.shape[1]], dtype=np.float32))
         return out
 
     def repeat(self, g: int) -> "PromptBatch":
@@ -138,7 +138,7 @@ class PromptSet:
         mel = torch.zeros(len(items), t, f)
         mask = torch.zeros(len(items), t, dtype=torch.bool)
         for j, it in enumerate(items):
-            mel[j, : it[1].shape[0]] = torch.from_numpy(it[1])
+            mel[j, : it[1].shape[0]] = torch.from_numpy(np.array(it[1], dtype=np.float32))
             mask[j, : it[1].shape[0]] = True
         noisy = [it[2] if it[2] is not None else np.zeros(it[1].shape[0] * self.hop, np.float32) for it in items]
         refs = [it[3] for it in items] if self.refs is not None else None

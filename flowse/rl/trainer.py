@@ -462,6 +462,7 @@ class GRPOTrainer:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="grpo", unit="step", dynamic_ncols=True)
+        self._write_logs()  # a fresh run truncates old logs; a resumed one keeps those up to its checkpoint
         if self.eval_prompts is not None and not any(r["step"] == self.step for r in self.eval_history):
             self._log_eval(self.evaluate())
         while self.step < cfg.max_steps:

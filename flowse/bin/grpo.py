@@ -1,0 +1,127 @@
+"""Stage 5: online GRPO post-training of a pretrained FlowSE model with LoRA.
+
+    python -m flowse.bin.grpo --config conf/mini/grpo.yaml --init_dir exp/pretrain_mini \\
+        --data_dir data --dump_dir dump --exp_dir exp/grpo_mini [--device auto|cpu|cuda] \\
+        [--resume true] [--force false] [--max_steps 20 --rollout.group_size 6 ...]
+    torchrun --nproc_per_node 4 -m flowse.bin.grpo ... --device cuda     # several ranks
+
+Prompts: ``<dump_dir>/<train_set>/feats.scp`` with ``<data_dir>/<train_set>/{wav,spk1}.scp``;
+held-out evaluation (ODE sampler, every metric, step 0 = the base model) on the valid set.
+The reward uses the vocoder recorded in the init model dir. Writes into the exp dir:
+``config.yaml`` (resolved GRPO config), ``train.log``, ``metrics.jsonl`` (per iteration),
+``eval.jsonl``, ``train_curves.png``, ``eval_curves.png``, ``checkpoint_<step>.pt``
+(adapter + optimizer + scheduler + RNG), ``summary.json`` (base vs final evaluation), and at
+the end the merged model dir (``model.pt``, ``model_config.yaml``, ``vocoder_dir``) so that
+``flowse.bin.enhance --model_dir <exp_dir>`` works; the completion marker last.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from flowse.bin.pretrain import set_threads
+from flowse.rl.config import GRPOConfig
+from flowse.utils import stage
+from flowse.utils.config import load_config, save_config
+from flowse.utils.distributed import barrier, cleanup, init_distributed
+from flowse.utils.fileio import write_json
+from flowse.utils.log import get_logger, setup_logging
+
+logger = get_logger(__name__)
+MARKER = "grpo"
+
+
+def run_grpo(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: str, exp_dir: str, dist, resume: bool = True,
+             train_set: str = "train", valid_set: str = "valid", progress: bool = True) -> dict:
+    """Build model, reward and prompts, train, export the merged model; returns the summary."""
+    from flowse.metrics.config import NEEDS_REF
+    from flowse.metrics.reward import RewardModel
+    from flowse.models.io import load_model_dir, read_vocoder_dir, save_model_dir
+    from flowse.models.vocoders import load_vocoder
+    from flowse.rl.lora import apply_lora, count_lora_parameters, merge_lora
+    from flowse.rl.prompts import PromptSet
+    from flowse.rl.reward_fn import AudioReward
+    from flowse.rl.trainer import GRPOTrainer
+    from flowse.utils.checkpoint import list_checkpoints
+
+    model, model_cfg = load_model_dir(init_dir, dist.device)
+    vocoder_dir = read_vocoder_dir(init_dir)
+    if vocoder_dir is None:
+        raise FileNotFoundError(f"{init_dir}: no vocoder_dir file; the GRPO reward needs the model's vocoder")
+    vocoder = load_vocoder(vocoder_dir, dist.device)
+    reward_model = RewardModel(cfg.reward, str(dist.device))
+    need_ref = any(m in NEEDS_REF for m in reward_model.metrics)
+    hop = vocoder.hop_length
+    min_frames = max(1, int(cfg.rollout.min_seconds * vocoder.sample_rate / hop))
+    prompts = PromptSet.from_dirs(os.path.join(dump_dir, train_set), os.path.join(data_dir, train_set), need_ref,
+                                  hop, min_frames)
+    eval_prompts = None
+    if os.path.exists(os.path.join(dump_dir, valid_set, "feats.scp")):
+        eval_prompts = PromptSet.from_dirs(os.path.join(dump_dir, valid_set), os.path.join(data_dir, valid_set),
+                                           need_ref, hop, 1)
+    else:
+        logger.warning("no %s set in %s: no held-out evaluation", valid_set, dump_dir)
+    apply_lora(model, cfg.lora)
+    logger.info("GRPO from %s (vocoder %s): %d LoRA parameters, %d prompts, %d held-out; reward %s, logged %s",
+                init_dir, vocoder_dir, count_lora_parameters(model), len(prompts),
+                len(eval_prompts) if eval_prompts else 0, cfg.reward.metrics, reward_model.metrics)
+    trainer = GRPOTrainer(model, cfg, AudioReward(vocoder, reward_model), prompts, dist, exp_dir, eval_prompts, hop,
+                          vocoder.sample_rate)
+    if resume:
+        trainer.resume()
+    elif dist.is_main:
+        for _, path in list_checkpoints(exp_dir):
+            os.unlink(path)
+    trainer.train(progress=progress)
+    summary = {"steps": trainer.step, "iterations": trainer.iteration, "init_dir": init_dir, "vocoder_dir": vocoder_dir}
+    if trainer.eval_history:
+        summary["base"] = trainer.eval_history[0]
+        summary["final"] = trainer.eval_history[-1]
+    if dist.is_main:
+        merge_lora(trainer.model)
+        save_model_dir(trainer.model, model_cfg, exp_dir, vocoder_dir, step=trainer.step, config_name="model_config.yaml")
+        write_json(os.path.join(exp_dir, "summary.json"), summary)
+        logger.info("merged model written to %s (enhance with --model_dir %s)", exp_dir, exp_dir)
+    barrier()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="GRPO yaml (conf/<c>/grpo*.yaml)")
+    p.add_argument("--init_dir", required=True, help="pretrained model dir (stage 4 exp dir)")
+    p.add_argument("--data_dir", required=True, help="Kaldi data dirs (wav.scp, spk1.scp per set)")
+    p.add_argument("--dump_dir", required=True, help="stage-2 dump dir (feats.scp per set)")
+    p.add_argument("--exp_dir", required=True)
+    p.add_argument("--train_set", default="train", help="prompt set (GRPO data set)")
+    p.add_argument("--valid_set", default="valid", help="held-out evaluation set")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--resume", default="true", choices=["true", "false"])
+    p.add_argument("--force", default="false", choices=["true", "false"])
+    args, overrides = p.parse_known_args(argv)
+    cfg = load_config(GRPOConfig, args.config, overrides)
+    os.makedirs(args.exp_dir, exist_ok=True)
+    setup_logging(os.path.join(args.exp_dir, "train.log"))
+    if stage.is_done(args.exp_dir, MARKER) and args.force != "true":
+        logger.info("%s: GRPO already done (marker %s); skipping (use --force true to redo)",
+                    args.exp_dir, stage.marker_path(args.exp_dir, MARKER))
+        return 0
+    stage.clear(args.exp_dir, MARKER)
+    dist = init_distributed(args.device)
+    n = set_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if dist.is_main:
+        save_config(cfg, os.path.join(args.exp_dir, "config.yaml"))
+    logger.info("GRPO %s -> %s on %s (%d rank(s)), %d thread(s)/rank", args.config, args.exp_dir, dist.device,
+                dist.world_size, n)
+    try:
+        run_grpo(cfg, args.init_dir, args.data_dir, args.dump_dir, args.exp_dir, dist, args.resume == "true",
+                 args.train_set, args.valid_set)
+        if dist.is_main:
+            stage.mark_done(args.exp_dir, MARKER)
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
