@@ -255,8 +255,11 @@ class BatchLoader:
                 raise ValueError(f"{self.ds.set_dir}: no batches for rank {self.rank}")
             if index < len(batches):
                 src = _EpochBatches(self.ds, batches, index, self.max_frames, self.seed, epoch, self.rank, self.shuffle)
+                # own generator: a DataLoader draws its base seed from it, never from the global RNG
+                # (a resumed run creates one more DataLoader than an uninterrupted one)
                 loader = torch.utils.data.DataLoader(src, batch_size=None, shuffle=False,
-                                                     num_workers=self.num_workers)
+                                                     num_workers=self.num_workers,
+                                                     generator=torch.Generator().manual_seed(self.seed))
                 for j, batch in enumerate(loader):
                     yield epoch, index + j, batch
             epoch, index = epoch + 1, 0

@@ -85,8 +85,8 @@ def make_valid_fn(ds: MelPairDataset, cfg: PretrainConfig, dist: DistInfo):
             acc[1] += float(st["frames"])
         for i in sample_ids:
             cl, nz = ds[i]
-            clean = torch.from_numpy(cl).to(dev)[None]
-            noisy = torch.from_numpy(nz).to(dev)[None]
+            clean = torch.tensor(cl, device=dev)[None]
+            noisy = torch.tensor(nz, device=dev)[None]
             g = torch.Generator(device=dev).manual_seed(20_000 + i)
             est = model.denormalize(ode_sample(model, model.normalize(noisy, "noisy"), None, generator=g))
             acc[2] += (est.float() - clean).abs().mean()
@@ -104,8 +104,11 @@ def make_valid_fn(ds: MelPairDataset, cfg: PretrainConfig, dist: DistInfo):
 
 
 def run_pretrain(cfg: PretrainConfig, dump_dir: str, exp_dir: str, vocoder_dir: str | None, device: str = "auto",
-                 resume: bool = True, dist: DistInfo | None = None) -> FlowSE:
-    """Train and export the model dir into ``exp_dir``; returns the exported (inference) model."""
+                 resume: bool = True, dist: DistInfo | None = None, stop_at: int | None = None) -> FlowSE | None:
+    """Train and export the model dir into ``exp_dir``; returns the exported (inference) model.
+
+    ``stop_at``: stop after that step with a checkpoint and export nothing (returns None).
+    """
     from flowse.models.io import save_model_dir
 
     dist = dist or init_distributed(device)
@@ -134,11 +137,12 @@ def run_pretrain(cfg: PretrainConfig, dump_dir: str, exp_dir: str, vocoder_dir: 
                 n_batches, loader.efficiency(0), len(valid_ds) if valid_ds else 0)
     valid_fn = make_valid_fn(valid_ds, cfg, dist) if valid_ds is not None else None
     trainer = Trainer(model, cfg.train, exp_dir, dist, loader, flow_loss_fn, valid_fn, batch_seconds)
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, stop_at=stop_at)
+    if trainer.step < cfg.train.max_steps:
+        return None
     model.load_state_dict(trainer.inference_state_dict())
     model.eval()
     if dist.is_main:
         save_model_dir(model, cfg, exp_dir, vocoder_dir, step=trainer.step)
-        trainer.plot()
     barrier()
     return model

@@ -180,6 +180,7 @@ class Trainer:
         self.skipped_batches = 0
         self.metrics_path = os.path.join(exp_dir, "metrics.jsonl")
         self.plot_path = os.path.join(exp_dir, "train_curves.png")
+        self._last_plot = time.time()
         seed = cfg.seed + 1000 * dist.rank
         random.seed(seed)
         np.random.seed(seed)
@@ -291,6 +292,7 @@ class Trainer:
         return out
 
     def plot(self) -> None:
+        self._last_plot = time.time()
         if self.dist.is_main:
             try:
                 plot_metrics(self.metrics_path, self.plot_path, title=os.path.basename(os.path.normpath(self.exp_dir)))
@@ -299,8 +301,14 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def fit(self, resume: bool = True) -> None:
+    def fit(self, resume: bool = True, stop_at: int | None = None) -> None:
+        """Train to ``cfg.max_steps`` (resuming from the newest checkpoint when ``resume``).
+
+        ``stop_at``: stop early after that step with a checkpoint (a time-limited job); the
+        LR schedule still spans ``max_steps``, so a later ``fit()`` continues seamlessly.
+        """
         cfg = self.cfg
+        end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
         os.makedirs(self.exp_dir, exist_ok=True)
         last = latest_checkpoint(self.exp_dir) if resume else None
         if last:
@@ -321,7 +329,7 @@ class Trainer:
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", file=sys.stderr, dynamic_ncols=True,
                        mininterval=5.0)
         try:
-            while self.step < cfg.max_steps:
+            while self.step < end:
                 epoch, index, batch = next(it)
                 self.epoch, self.index = epoch, index + 1
                 if self._any(_is_empty(batch)):
@@ -342,7 +350,7 @@ class Trainer:
                     self.bad_in_a_row += 1
                     self.optimizer.zero_grad(set_to_none=True)
                     logger.warning("step %d: non-finite loss %s / grad norm %s; step skipped (%d in a row, %d total)",
-                                   self.step + 1, float(loss), float(gnorm), self.bad_in_a_row, self.bad_steps)
+                                   self.step + 1, float(loss.detach()), float(gnorm), self.bad_in_a_row, self.bad_steps)
                     if self.bad_in_a_row > cfg.max_bad_steps:
                         raise RuntimeError(
                             f"{self.bad_in_a_row} consecutive steps with a non-finite loss or gradient "
@@ -358,7 +366,7 @@ class Trainer:
                 acc += torch.tensor([float(loss.detach()), float(gnorm), seconds, 1.0], dtype=torch.float64)
                 if bar is not None:
                     bar.update(1)
-                final = self.step == cfg.max_steps
+                final = self.step == end
                 if self.step % cfg.log_interval == 0 or final:
                     self._log_train(acc, time.time() - t0, bar)
                     acc.zero_()
@@ -368,7 +376,8 @@ class Trainer:
                     t0 = time.time()
                 if self.step % cfg.ckpt_interval == 0 or final:
                     self.save_checkpoint()
-                    self.plot()
+                    if final or time.time() - self._last_plot > 300:
+                        self.plot()
                     t0 = time.time()
         finally:
             if bar is not None:
