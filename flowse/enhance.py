@@ -193,9 +193,15 @@ class Enhancer:
         lengths = torch.tensor(frames, device=dev)
         mask = torch.arange(t_max, device=dev)[None] < lengths[:, None]
         est = self.enhance_mel(mel, mask, x0.to(dev))
-        noisy = wav if getattr(self.vocoder, "needs_noisy", False) else None
-        out = self.vocoder.decode(est, lengths, noisy).float().cpu().numpy()
-        return [out[j, : len(s)] for j, s in enumerate(segs)]
+        needs_noisy = getattr(self.vocoder, "needs_noisy", False)
+        outs: list[np.ndarray] = [np.zeros(0, np.float32)] * b
+        for n in sorted(set(frames)):  # decode equal lengths together: padding never reaches a vocoder input
+            idx = [j for j in range(b) if frames[j] == n]
+            sel = torch.tensor(idx, device=dev)
+            y = self.vocoder.decode(est[sel, :n], lengths[sel], wav[sel, : n * self.hop] if needs_noisy else None)
+            for j, row in zip(idx, y.float().cpu().numpy()):
+                outs[j] = row[: len(segs[j])]
+        return outs
 
     def enhance_mel(self, noisy_mel: torch.Tensor, mask: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
         """Noisy log-mel ``[B, T, F]`` -> enhanced log-mel (ODE with this enhancer's nfe and CFG)."""
