@@ -240,3 +240,38 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     g_max = max(float(p.grad.abs().max()) for p in one.params)
     for g2, p in zip(two["grads"], one.params):
         assert float((g2 - p.grad).abs().max()) <= 1e-6 * g_max  # the all-reduced gradient is the 1-process one
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = GRPOTrainer(tiny_model(), make_cfg(max_steps=4), BandReward(), prompt_set(16, 0))
+    straight.run_iteration()
+    straight.run_iteration()
+    first = GRPOTrainer(tiny_model(), make_cfg(max_steps=4), BandReward(), prompt_set(16, 0), exp_dir=str(tmp_path))
+    first.run_iteration()
+    first.save()
+    again = GRPOTrainer(tiny_model(), make_cfg(max_steps=4), BandReward(), prompt_set(16, 0), exp_dir=str(tmp_path))
+    assert again.resume() and (again.step, again.iteration) == (2, 1)
+    again.run_iteration()
+    for k, v in lora_state_dict(straight.model).items():
+        torch.testing.assert_close(lora_state_dict(again.model)[k], v, rtol=0, atol=1e-7)
+    assert again.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
+
+
+def test_prompt_crop_keeps_wav_and_mel_aligned():
+    hop = 4
+    n = 50
+    mels = {"a": np.repeat(np.arange(n, dtype=np.float32)[:, None], 3, 1), "b": np.zeros((5, 3), np.float32)}
+    wavs = {"a": np.arange(n * hop, dtype=np.float32) / hop, "b": np.ones(5 * hop, np.float32)}
+    ps = PromptSet(mels, wavs, wavs, hop=hop)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        key, mel, wav, ref = ps.get(0, crop_frames=8, rng=rng)
+        f0 = int(mel[0, 0])
+        assert mel[:, 0].tolist() == list(range(f0, f0 + 8))
+        np.testing.assert_array_equal(np.floor(wav), np.repeat(np.arange(f0, f0 + 8), hop))  # sample s of frame s // hop
+    b = ps.batch([0, 1], crop_frames=8, rngs=[rng, rng], pad_to=8)
+    assert b.mel.shape == (2, 8, 3) and b.mask.sum(1).tolist() == [8, 5]
+    assert [len(w) for w in b.noisy_wav] == [8 * hop, 5 * hop]
+    assert b.noisy_tensor(hop).shape == (2, 8 * hop)
+    g = b.repeat(3)
+    assert g.keys == ["a"] * 3 + ["b"] * 3 and g.mask.shape == (6, 8)
