@@ -121,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _score_here(args, cfg: ScoreConfig, est, ref, keys, metrics, threads) -> dict:
-    import torch
-
     from flowse.metrics.scoring import score_keys, write_outcome
     from flowse.metrics.suite import MetricSuite
 
-    torch.set_num_threads(threads)
+    if any(m in metrics for m in ("SIG", "BAK", "OVRL", "P808", "SPK", "SBS")):
+        import torch
+
+        torch.set_num_threads(threads)
     if cfg.models.dnsmos.threads == 0:
         cfg.models.dnsmos.threads = threads
     suite = MetricSuite(metrics, cfg.models, args.device)

@@ -78,17 +78,27 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def reference_windows(audio: np.ndarray) -> np.ndarray:
-    """The reference's 9.01 s windows of one clip, ``[n_windows, 144160]`` float32 (see module doc)."""
+def tile(audio: np.ndarray) -> np.ndarray:
+    """The reference's tiling: double a clip (``np.append(audio, audio)``) until >= 144160 samples."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise ValueError(f"DNSMOS needs a non-empty 1-D waveform, got shape {audio.shape}")
     while len(audio) < WINDOW:
         audio = np.append(audio, audio)
-    num_hops = int(np.floor(len(audio) / SR) - INPUT_LENGTH) + 1
+    return audio
+
+
+def window_starts(n: int) -> list[int]:
+    """Start samples of the reference's windows in a (tiled) clip of ``n`` samples."""
+    num_hops = int(np.floor(n / SR) - INPUT_LENGTH) + 1
     starts = [int(i * SR) for i in range(num_hops) if int((i + INPUT_LENGTH) * SR) - int(i * SR) >= WINDOW]
-    starts = [s for s in starts if s + WINDOW <= len(audio)]
-    return np.lib.stride_tricks.sliding_window_view(audio, WINDOW)[starts]
+    return [s for s in starts if s + WINDOW <= n]
+
+
+def reference_windows(audio: np.ndarray) -> np.ndarray:
+    """The reference's 9.01 s windows of one clip, ``[n_windows, 144160]`` float32 (see module doc)."""
+    tiled = tile(audio)
+    return np.lib.stride_tricks.sliding_window_view(tiled, WINDOW)[window_starts(len(tiled))]
 
 
 class P808Features(torch.nn.Module):
@@ -161,17 +171,30 @@ class DNSMOS:
         return raw, p808
 
     def score(self, wavs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Per-clip SIG, BAK, OVRL, P808 (float64 ``[B]``) of 16 kHz float waveforms."""
+        """Per-clip SIG, BAK, OVRL, P808 (float64 ``[B]``) of 16 kHz float waveforms.
+
+        A tiled clip is periodic, so its windows that start at the same phase are equal
+        sample for sample: each distinct window is scored once (exact; e.g. a 1 s clip
+        has 7 identical windows, a 2 s clip 2 distinct ones among 7).
+        """
+        keys = ("SIG", "BAK", "OVRL", "P808")
         if len(wavs) == 0:
-            return {k: np.zeros(0) for k in ("SIG", "BAK", "OVRL", "P808")}
-        per_clip = [reference_windows(w) for w in wavs]
-        counts = np.array([len(w) for w in per_clip])
-        raw, p808 = self.score_windows(np.concatenate(per_clip, axis=0))
-        seg = {
-            "SIG": POLY_SIG(raw[:, 0]),
-            "BAK": POLY_BAK(raw[:, 1]),
-            "OVRL": POLY_OVRL(raw[:, 2]),
-            "P808": p808.astype(np.float64),
-        }
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        return {k: np.array([v[bounds[i] : bounds[i + 1]].mean() for i in range(len(wavs))]) for k, v in seg.items()}
+            return {k: np.zeros(0) for k in keys}
+        unique: list[np.ndarray] = []
+        per_clip: list[list[int]] = []
+        for w in wavs:
+            tiled = tile(w)
+            period = len(w) if len(tiled) > len(w) else len(tiled) + WINDOW
+            seen: dict[int, int] = {}
+            rows = []
+            for s in window_starts(len(tiled)):
+                phase = s % period
+                if phase not in seen:
+                    seen[phase] = len(unique)
+                    unique.append(tiled[phase : phase + WINDOW])
+                rows.append(seen[phase])
+            per_clip.append(rows)
+        raw, p808 = self.score_windows(np.stack(unique))
+        seg = {"SIG": POLY_SIG(raw[:, 0]), "BAK": POLY_BAK(raw[:, 1]), "OVRL": POLY_OVRL(raw[:, 2]),
+               "P808": p808.astype(np.float64)}
+        return {k: np.array([seg[k][rows].mean() for rows in per_clip]) for k in keys}

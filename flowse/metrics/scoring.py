@@ -208,7 +208,7 @@ def summarize(out: ScoreOutcome, est: str = "", ref: str | None = None) -> dict:
 
 
 def _fmt(v: float) -> str:
-    return "nan" if not math.isfinite(v) else f"{v:.6f}"
+    return "nan" if not math.isfinite(v) else repr(float(v))  # shortest exact form: merging loses nothing
 
 
 def write_outcome(out_dir: str, out: ScoreOutcome, est: str = "", ref: str | None = None) -> dict:

@@ -1,0 +1,118 @@
+"""DNSMOS: model location and hashes, the reference's windowing and P.808 mel, equality with speechmos."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from flowse.metrics.config import DnsmosConfig
+from flowse.metrics.dnsmos import (
+    DNSMOS, MODEL_FILES, WINDOW, P808Features, reference_windows, sha256, speechmos_model_dir,
+)
+from flowse.metrics.melspec import mel_filters
+
+
+def speechlike(sec: float, f0: float = 140.0, seed: int = 0, noise: float = 0.01) -> np.ndarray:
+    """Harmonic voice with syllable-rate amplitude modulation, pauses and a little noise."""
+    rng = np.random.default_rng(seed)
+    n = int(sec * 16000)
+    t = np.arange(n) / 16000
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 2.7 * t))) / 16000
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = np.clip(np.sin(2 * np.pi * 3.1 * t + seed), 0, None) ** 0.5
+    return (0.08 * voice * env + noise * rng.standard_normal(n)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def dnsmos():
+    return DNSMOS(DnsmosConfig(threads=1))
+
+
+def test_model_dir_and_sha256():
+    d = speechmos_model_dir()
+    for name, digest in MODEL_FILES.items():
+        assert sha256(os.path.join(d, name)) == digest
+    assert MODEL_FILES["sig_bak_ovr.onnx"].startswith("269fbebd") and MODEL_FILES["sig_bak_ovr.onnx"].endswith("6edd")
+    assert MODEL_FILES["model_v8.onnx"].startswith("9246480c") and MODEL_FILES["model_v8.onnx"].endswith("6e91")
+
+
+def test_user_model_dir_and_bad_hash(tmp_path):
+    src = speechmos_model_dir()
+    for name in MODEL_FILES:
+        os.symlink(os.path.join(src, name), tmp_path / name)
+    assert DNSMOS(DnsmosConfig(model_dir=str(tmp_path), threads=1)).model_dir == str(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(os.path.join(src, "model_v8.onnx"), bad / "model_v8.onnx")
+    with open(bad / "sig_bak_ovr.onnx", "wb") as f:
+        f.write(b"not a model")
+    with pytest.raises(ValueError, match="sha256"):
+        DNSMOS(DnsmosConfig(model_dir=str(bad)))
+    with pytest.raises(FileNotFoundError, match="DNSMOS model missing"):
+        DNSMOS(DnsmosConfig(model_dir=str(tmp_path / "nowhere")))
+
+
+def test_reference_windowing():
+    x = np.arange(2 * 16000, dtype=np.float32)  # 2 s: doubled 2 -> 4 -> 8 -> 16 s, not repeated to 10 s
+    w = reference_windows(x)
+    assert w.shape == (7, WINDOW)  # int(floor(16) - 9.01) + 1 windows, one per second
+    np.testing.assert_array_equal(w[1, :5], np.arange(16000, 16005))
+    np.testing.assert_array_equal(w[0, 32000:32003], [0, 1, 2])  # the doubled copy follows the original
+    # 20 s: int(20 - 9.01) + 1 = 11 windows, of which 7..10 are one sample short in the reference and dropped
+    w20 = reference_windows(np.arange(20 * 16000, dtype=np.float32))
+    assert w20.shape == (7, WINDOW)
+    assert reference_windows(np.ones(9 * 16000 + 500, np.float32)).shape == (1, WINDOW)
+    with pytest.raises(ValueError):
+        reference_windows(np.zeros(0, np.float32))
+
+
+def test_p808_features_equal_librosa():
+    librosa = pytest.importorskip("librosa", reason="librosa (test-only dependency) is needed for the reference mel")
+    np.testing.assert_allclose(mel_filters(16000, 321, 120), librosa.filters.mel(sr=16000, n_fft=321, n_mels=120),
+                               atol=1e-7)
+    seg = reference_windows(speechlike(9.5))[0]
+    ref = librosa.feature.melspectrogram(y=seg[:-160], sr=16000, n_fft=321, hop_length=160, n_mels=120)
+    ref = ((librosa.power_to_db(ref, ref=np.max) + 40) / 40).T
+    ours = P808Features()(torch.from_numpy(seg[None]))[0].numpy()
+    assert ours.shape == ref.shape == (900, 120)
+    np.testing.assert_allclose(ours, ref, atol=2e-4)
+
+
+def test_equal_to_speechmos(dnsmos):
+    try:
+        from speechmos import dnsmos as ref_dnsmos
+    except Exception as e:  # noqa: BLE001 - any import failure means no reference to compare with
+        pytest.skip(f"speechmos reference not importable ({e!r})")
+    clips = [speechlike(s, f0, seed=i, noise=nz) for i, (s, f0, nz) in
+             enumerate([(1.0, 120, 0.01), (2.3, 180, 0.05), (5.0, 220, 0.002), (9.5, 100, 0.02),
+                        (12.7, 150, 0.01), (20.0, 130, 0.03)])]
+    ours = dnsmos.score(clips)
+    for i, c in enumerate(clips):
+        ref = ref_dnsmos.run(c, 16000)
+        for k, rk in [("SIG", "sig_mos"), ("BAK", "bak_mos"), ("OVRL", "ovrl_mos"), ("P808", "p808_mos")]:
+            assert abs(ours[k][i] - ref[rk]) < 1e-3, (i, k, ours[k][i], ref[rk])
+    assert np.ptp(ours["OVRL"]) > 0.05  # the clips are told apart: values are real scores, not constants
+
+
+def test_batching_dedup_and_level_sensitivity(dnsmos, monkeypatch):
+    scored = []
+    orig = dnsmos.score_windows
+    monkeypatch.setattr(dnsmos, "score_windows", lambda w: scored.append(len(w)) or orig(w))
+    one, two = speechlike(1.0, seed=3), speechlike(2.0, seed=4)
+    single = dnsmos.score([one])
+    both = dnsmos.score([one, 0.1 * one, two])
+    # 1 s tiles to 16 s: 7 windows, all equal; 2 s tiles to 16 s: 7 windows of 2 distinct phases
+    assert scored == [1, 1 + 1 + 2]
+    w = reference_windows(two)
+    assert len(w) == 7
+    for i in range(7):
+        np.testing.assert_array_equal(w[i], w[i % 2])
+    raw, p808 = orig(w[:2])
+    counts = np.array([4, 3])  # windows 0 2 4 6 and 1 3 5
+    assert both["P808"][2] == pytest.approx((counts * p808).sum() / 7, abs=1e-6)
+    ovrl = np.poly1d([-0.06766283, 1.11546468, 0.04602535])(raw[:, 2])
+    assert both["OVRL"][2] == pytest.approx((counts * ovrl).sum() / 7, abs=1e-6)
+    for k in single:
+        assert abs(both[k][0] - single[k][0]) < 1e-5
+    assert abs(both["SIG"][1] - both["SIG"][0]) > 1e-3  # a quieter copy scores differently: no normalisation
