@@ -162,3 +162,17 @@ def test_training_learns_the_toy_task(dump, tmp_path):
     assert last["valid_loss"] < 0.8 * first["valid_loss"], (first, last)
     # enhanced mels are closer to clean than the noisy input is
     assert last["valid_mel_l1"] < last["valid_noisy_mel_l1"], last
+
+
+def test_fresh_start_discards_a_previous_runs_checkpoints(tmp_path):
+    from flowse.utils.checkpoint import list_checkpoints
+
+    tr = _toy_trainer(tmp_path, nan_steps=set(), max_steps=4)
+    tr.cfg.ckpt_interval = 1
+    tr.cfg.keep_checkpoints = 0
+    tr.fit(resume=False)
+    assert [s for s, _ in list_checkpoints(str(tmp_path))] == [1, 2, 3, 4]
+    again = _toy_trainer(tmp_path, nan_steps=set(), max_steps=2)
+    again.fit(resume=False)
+    assert [s for s, _ in list_checkpoints(str(tmp_path))] == [2]  # a stale checkpoint_4 would be resumed from
+    assert [json.loads(x)["step"] for x in open(tmp_path / "metrics.jsonl")] == [1, 2]

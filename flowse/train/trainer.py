@@ -17,7 +17,8 @@ What it guarantees:
 - checkpoints ``checkpoint_<step>.pt`` every ``ckpt_interval`` steps and at the end, written
   atomically by rank 0, holding model, optimizer, scheduler, EMA, the RNG states (python,
   numpy, torch, cuda) of every rank and the data position; ``fit(resume=True)`` continues
-  from the latest one and gives the same weights as an uninterrupted run;
+  from the latest one and gives the same weights as an uninterrupted run; ``fit(resume=False)``
+  deletes the exp dir's checkpoints and metrics first;
 - a step whose loss or gradient norm is NaN/Inf (on any rank) is skipped and counted; more
   than ``max_bad_steps`` such steps in a row stop training with an error;
 - logs (rank 0): loss, lr, grad norm, steps/s, audio-seconds/s, ETA, valid metrics, in the
@@ -44,9 +45,10 @@ from torch import nn
 from flowse.train.ema import EMA
 from flowse.train.plot import plot_metrics, read_metrics
 from flowse.train.schedule import make_scheduler
-from flowse.utils.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from flowse.utils.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                     prune_checkpoints, save_checkpoint)
 from flowse.utils.config import check
-from flowse.utils.distributed import DistInfo, all_gather_object
+from flowse.utils.distributed import DistInfo, all_gather_object, barrier
 from flowse.utils.fileio import atomic_open
 from flowse.utils.log import get_logger
 
@@ -266,6 +268,19 @@ class Trainer:
                     f.write(json.dumps(r) + "\n")
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", path, self.step, self.epoch, self.index)
 
+    def _discard_previous_run(self) -> None:
+        """A fresh start removes older checkpoints and metrics: they would otherwise be resumed from
+        (or kept by pruning, being at higher steps) after an interruption of this run."""
+        if self.dist.is_main:
+            old = list_checkpoints(self.exp_dir)
+            for _, p in old:
+                os.unlink(p)
+            if os.path.exists(self.metrics_path):
+                os.unlink(self.metrics_path)
+            if old:
+                logger.info("fresh start: removed %d checkpoint(s) of a previous run in %s", len(old), self.exp_dir)
+        barrier()
+
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights to export: the EMA weights when EMA is on, else the trained ones."""
         return self.ema.weights(self.model) if self.ema is not None else self.model.state_dict()
@@ -310,6 +325,8 @@ class Trainer:
         cfg = self.cfg
         end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
         os.makedirs(self.exp_dir, exist_ok=True)
+        if not resume:
+            self._discard_previous_run()
         last = latest_checkpoint(self.exp_dir) if resume else None
         if last:
             self.load_checkpoint(last)
