@@ -100,7 +100,9 @@ def scan_clean(root: str, name: str, how: str, valid_speakers: int, seed: int) -
         logger.warning(f"{root}: {unknown} files without a speaker id ({how}); grouped as speaker 'unknown'")
     spks = sorted(by_spk)
     rng = np.random.default_rng([seed, zlib.crc32(root.encode())])
-    valid = set(rng.choice(spks, size=min(valid_speakers, max(len(spks) - 1, 0)), replace=False).tolist()) if valid_speakers else set()
+    known = [s for s in spks if s != _key(f"{name}_unknown" if name else "unknown")]  # a mix of talkers: never held out
+    n_valid = min(valid_speakers, max(len(known) - 1, 0))
+    valid = set(rng.choice(known, size=n_valid, replace=False).tolist()) if n_valid else set()
     train, dev, utt2spk = {}, {}, {}
     for spk in spks:
         for path in by_spk[spk]:
