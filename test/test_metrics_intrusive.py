@@ -78,3 +78,13 @@ def test_sanitize_clips():
     x, clipped = sanitize(np.array([0.5, 1.5, -2.0], np.float32))
     assert clipped and x.tolist() == [0.5, 1.0, -1.0]
     assert sanitize(np.array([0.1], np.float64))[1] is False
+
+
+def test_suite_non_finite_items_are_undefined():
+    suite = MetricSuite(["sisdr", "pesq"])
+    ref = speechlike(1.0, seed=5)
+    bad = ref.copy()
+    bad[100] = np.nan
+    res = suite.compute([ref, bad], [ref, ref])
+    assert res.values["SISDR"][0] > 100 and np.isnan(res.values["SISDR"][1]) and np.isnan(res.values["PESQ"][1])
+    assert res.undefined["SISDR"] == [(1, "NaN or Inf samples in the estimate")]

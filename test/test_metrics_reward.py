@@ -61,7 +61,7 @@ def dnsmos_reward():
 def test_compute_from_padded_tensor(dnsmos_reward):
     rm = dnsmos_reward
     assert rm.metrics == ["SIG", "BAK", "OVRL", "SPK", "SISDR"]  # SBS dropped: no model configured
-    clean = [speechlike(1.2, 120, seed=1, noise=0.0), speechlike(0.9, 200, seed=2, noise=0.0)]
+    clean = [speechlike(1.0, 120, seed=1, noise=0.0), speechlike(2.0, 200, seed=2, noise=0.0)]  # 1 + 2 windows
     est = [c + 0.02 * np.random.default_rng(i).standard_normal(c.size).astype(np.float32) for i, c in enumerate(clean)]
     n = max(x.size for x in est)
     pad = lambda xs: torch.stack([torch.nn.functional.pad(torch.from_numpy(x), (0, n - x.size)) for x in xs])  # noqa: E731

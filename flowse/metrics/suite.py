@@ -7,7 +7,8 @@ Used by the scoring CLI (files) and by the GRPO reward (tensors). Conventions:
 - SPK and SBS use the full signals; PESQ, ESTOI and SI-SDR, which compare samples,
   use estimate and reference trimmed to the shorter of the two;
 - a value that is undefined for an item is NaN, and ``undefined[metric]`` lists
-  ``(index, reason)`` so that callers can warn and report counts;
+  ``(index, reason)`` so that callers can warn and report counts; an item with NaN
+  or Inf samples gets NaN for every metric (e.g. a diverged GRPO rollout);
 - SBS without a configured model is *unavailable* (``unavailable["SBS"]`` holds the
   hint), never replaced by something else.
 """
@@ -86,6 +87,16 @@ class MetricSuite:
         ref = [sanitize(w)[0] for w in ref] if ref is not None else None
         res = SuiteResult(values={})
         n = len(est)
+        broken: dict[int, str] = {}
+        for i in range(n):
+            if not np.all(np.isfinite(est[i])):
+                broken[i] = "NaN or Inf samples in the estimate"
+            elif ref is not None and needs_ref and not np.all(np.isfinite(ref[i])):
+                broken[i] = "NaN or Inf samples in the reference"
+        for i in broken:  # scored as silence so that batches keep their shape; reported NaN below
+            est[i] = np.zeros_like(est[i])
+            if ref is not None:
+                ref[i] = np.zeros_like(ref[i])
         if any(m in wanted for m in ("SIG", "BAK", "OVRL", "P808")):
             d = self.dnsmos.score(est)
             for m in ("SIG", "BAK", "OVRL", "P808"):
@@ -94,7 +105,8 @@ class MetricSuite:
         if "SPK" in wanted:
             spk = self.speaker.score(est, ref)
             res.values["SPK"] = spk
-            bad = [(i, "all-zero estimate or reference: no speaker embedding") for i in range(n) if np.isnan(spk[i])]
+            bad = [(i, "all-zero estimate or reference: no speaker embedding") for i in range(n)
+                   if np.isnan(spk[i]) and i not in broken]
             if bad:
                 res.undefined["SPK"] = bad
         if "SBS" in wanted:
@@ -104,6 +116,8 @@ class MetricSuite:
             for m in intrusive:
                 res.values[m] = np.full(n, np.nan)
             for i in range(n):
+                if i in broken:
+                    continue
                 e, r = est[i], ref[i]
                 if len(e) != len(r):
                     res.trimmed.append((i, len(e), len(r)))
@@ -114,8 +128,13 @@ class MetricSuite:
                         res.values[m][i] = _INTRUSIVE[m](e, r)
                     except MetricUndefined as err:
                         res.undefined.setdefault(m, []).append((i, str(err)))
+        values = {m: np.asarray(res.values[m], dtype=np.float64) for m in wanted}
+        for i, reason in broken.items():
+            for m in wanted:
+                values[m][i] = np.nan
+                res.undefined.setdefault(m, []).append((i, reason))
         return SuiteResult(
-            values={m: np.asarray(res.values[m], dtype=np.float64) for m in wanted},
+            values=values,
             undefined=res.undefined,
             trimmed=res.trimmed,
         )
