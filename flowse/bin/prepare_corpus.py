@@ -19,6 +19,7 @@ import shutil
 
 from flowse.data import jobdirs
 from flowse.data.corpus import CORPORA, CorpusConfig, prepare_corpus
+from flowse.data.corpus_mini import SENTENCE_DIR
 from flowse.utils.config import load_config, save_config, to_dict
 from flowse.utils.log import get_logger, setup_logging
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     section = cfg.mini if args.corpus == "mini" else cfg.dns2020
     inputs = {"corpus": args.corpus, "dns_root": os.path.abspath(args.dns_root) if args.dns_root else "",
               "seed": cfg.seed, "rir": to_dict(cfg.rir), args.corpus: to_dict(section)}
+    if args.corpus == "mini":
+        inputs["sentences"] = {f: jobdirs.file_md5(os.path.join(SENTENCE_DIR, f)) for f in sorted(os.listdir(SENTENCE_DIR))}
     if jobdirs.stage_up_to_date(args.out_dir, step, inputs, force):
         logger.info(f"{args.out_dir}: stage 0 ({args.corpus}) already done, skipping (--force true to redo)")
         return
