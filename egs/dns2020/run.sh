@@ -59,50 +59,50 @@ vocoder_exp=exp/vocoder_$(tag_of "$vocoder_config" "$vocoder_args")
 pretrain_exp=exp/pretrain_$(tag_of "$pretrain_config" "$pretrain_args")
 grpo_exp=exp/grpo_$(tag_of "$grpo_config" "$grpo_args")
 timings=()
-timed() { local s=$SECONDS; "$@"; timings+=("$1 $((SECONDS - s))s"); }
+timed() { local name=$1 s=$SECONDS; shift; "$@"; timings+=("$name:$((SECONDS - s))s"); }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "stage 0: corpus preparation ($corpus)"
-  timed python -m flowse.bin.prepare_corpus --corpus $corpus --config $corpus_config --dns_root "$dns_root" \
+  timed stage0 python -m flowse.bin.prepare_corpus --corpus $corpus --config $corpus_config --dns_root "$dns_root" \
     --out_dir data/local --nj $nj --force $force $corpus_args
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "stage 1: simulation (noise + reverberation mixing)"
-  timed python -m flowse.bin.simulate --config $simulate_config --local_dir data/local --data_dir data \
+  timed stage1 python -m flowse.bin.simulate --config $simulate_config --local_dir data/local --data_dir data \
     --nj $nj --cmd "$data_cmd" --force $force $simulate_args
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "stage 2: log-mel dumping"
-  timed python -m flowse.bin.dump_mel --config $mel_config --data_dir data --dump_dir dump \
+  timed stage2 python -m flowse.bin.dump_mel --config $mel_config --data_dir data --dump_dir dump \
     --sets "train valid $test_sets" --nj $nj --cmd "$data_cmd" --force $force $mel_args
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "stage 3: vocoder -> $vocoder_exp (and the vocoder ceiling on the test sets)"
-  timed launch flowse.bin.train_vocoder --config $vocoder_config --data_dir data --dump_dir dump \
+  timed stage3 launch flowse.bin.train_vocoder --config $vocoder_config --data_dir data --dump_dir dump \
     --exp_dir $vocoder_exp --sets "$test_sets" --force $force $vocoder_args
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "stage 4: flow-matching pretraining -> $pretrain_exp"
-  timed launch flowse.bin.pretrain --config $pretrain_config --dump_dir dump --exp_dir $pretrain_exp \
+  timed stage4 launch flowse.bin.pretrain --config $pretrain_config --dump_dir dump --exp_dir $pretrain_exp \
     --vocoder_dir $vocoder_exp --force $force $pretrain_args
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "stage 5: GRPO post-training (LoRA) -> $grpo_exp"
-  timed launch flowse.bin.grpo --config $grpo_config --init_dir $pretrain_exp --data_dir data --dump_dir dump \
+  timed stage5 launch flowse.bin.grpo --config $grpo_config --init_dir $pretrain_exp --data_dir data --dump_dir dump \
     --exp_dir $grpo_exp --force $force $grpo_args
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "stage 6: enhancement and scoring of $test_sets"
   systems="exp/noisy_input $vocoder_exp $pretrain_exp $(ls -d exp/grpo_* 2>/dev/null | tr '\n' ' ')"
-  timed python -m flowse.bin.evaluate --systems "$systems" --data_dir data --sets "$test_sets" \
+  timed stage6 python -m flowse.bin.evaluate --systems "$systems" --data_dir data --sets "$test_sets" \
     --config $score_config --nj $nj --cmd "$data_cmd" --force $force $score_args
   python utils/collect_results.py exp --out RESULTS.md
 fi
 
-log "done; time per stage: ${timings[*]:-none}"
+log "done in ${SECONDS}s; time per stage: ${timings[*]:-none}"
