@@ -104,3 +104,25 @@ def test_simulate_config_checks():
                       (["--sets.a/b.split", "train"], "set name")]:
         with pytest.raises(ConfigError, match=msg):
             load_config(SimulateConfig, None, args)
+
+
+@pytest.mark.parametrize("conf", ["mini", "tiny", "paper"])
+def test_recipe_configs_load(conf):
+    import os
+
+    from conftest import RECIPE
+    from flowse.data.corpus import CorpusConfig
+    from flowse.data.mel import MelConfig
+
+    d = os.path.join(RECIPE, "conf", conf)
+    corpus = load_config(CorpusConfig, os.path.join(d, "corpus.yaml"))
+    sim = load_config(SimulateConfig, os.path.join(d, "simulate.yaml"))
+    assert load_config(MelConfig, os.path.join(d, "mel.yaml")) == MelConfig()
+    if conf == "paper":
+        assert set(sim.sets) == {"train", "valid"} and sim.sets["train"].snr_range == (0.0, 40.0)
+    else:
+        assert set(sim.sets) == {"train", "valid", "test_no_reverb", "test_with_reverb"}
+        assert sim.sets["test_with_reverb"].reverb_prob == 1.0 and sim.sets["test_no_reverb"].reverb_prob == 0.0
+        assert sim.sets["test_no_reverb"].snr_range == (0.0, 20.0)
+    if conf == "tiny":
+        assert corpus.mini.utts == {"train": 12, "valid": 4, "test": 8} and corpus.mini.max_seconds <= 2.0

@@ -27,7 +27,6 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-from flowse.data.audio import SAMPLE_RATE
 from flowse.data.corpus_mini import AUDIO_EXTENSIONS, file_key, scan_audio_dir
 from flowse.data.datadir import write_data_dir
 from flowse.utils.config import check

@@ -257,16 +257,10 @@ def synth_rir_lists(rir_cfg: RirSynthConfig, seed: int, out_dir: str, splits: tu
     return {s: {r["id"]: r["path"] for r in made if r["split"] == s} for s in splits}
 
 
-def prepare_mini(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, out_dir: str, nj: int = 1, cmd: str = "local") -> dict:
-    """Build the mini corpus under ``out_dir``; returns counts (utterances per split, skipped, noises, rirs)."""
-    engines = {"flite"} if any(cfg.flite_voices.values()) else set()
-    if sum(cfg.espeak_speakers.values()) + sum(cfg.babble_speakers.values()):
-        engines.add("espeak")
-    check_engines(engines)
-    out_dir = os.path.abspath(out_dir)
-    audio_dir = os.path.join(out_dir, "audio")
+def _synth_speech(cfg: MiniConfig, seed: int, out_dir: str, nj: int, cmd: str) -> tuple[list[dict], dict]:
+    """Synthesize target and babble speech; writes the clean lists; returns (results, counts)."""
     speakers = make_speakers(cfg, jobdirs.key_rng(seed, "speakers"))
-    items = plan_speech(cfg, speakers, seed, audio_dir)
+    items = plan_speech(cfg, speakers, seed, os.path.join(out_dir, "audio"))
     logger.info(f"synthesizing {len(items)} utterances with {sum(map(len, speakers.values()))} talkers, nj={nj}")
     ctx = {"seed": seed, "min_seconds": cfg.min_seconds, "max_seconds": cfg.max_seconds, "crop_long": cfg.crop_long}
     job_dirs = jobdirs.run_split("synth_speech", items, ctx, os.path.join(out_dir, "jobs", "speech"), nj, cmd)
@@ -287,7 +281,12 @@ def prepare_mini(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, out_dir: s
     write_kv(os.path.join(out_dir, "text"), {r["utt"]: r["text"] for r in clean})
     write_kv(os.path.join(out_dir, "utt2dur"), {r["utt"]: f"{r['samples'] / SAMPLE_RATE:.4f}" for r in clean})
     write_json(os.path.join(out_dir, "speakers.json"), speakers)
+    return speech, counts
 
+
+def _noises_and_rirs(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, speech: list[dict], out_dir: str, nj: int, cmd: str) -> dict:
+    """Synthesize noises (+ user noise dirs) and RIRs; writes their lists and info; returns counts."""
+    audio_dir = os.path.join(out_dir, "audio")
     items = []
     for split in SPLITS:
         for i in range(cfg.noise_count.get(split, 0)):
@@ -300,7 +299,8 @@ def prepare_mini(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, out_dir: s
     items += rir_items(rir_cfg, SPLITS, audio_dir)
     babble = {s: [r["path"] for r in speech if r["group"] == f"babble_{s}"] for s in SPLITS}
     made = run_noise_rir(items, rir_cfg, seed, babble, out_dir, nj, cmd)
-    noise_info, rir_info = {}, {}
+    noise_info = {r["id"]: r["info"] for r in made if r["kind"] == "noise"}
+    counts = {}
     for split in SPLITS:
         noises = {r["id"]: r["path"] for r in made if r["kind"] == "noise" and r["split"] == split}
         for d in cfg.noise_dirs.get(split, []):
@@ -312,8 +312,18 @@ def prepare_mini(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, out_dir: s
         rirs = {r["id"]: r["path"] for r in made if r["kind"] == "rir" and r["split"] == split}
         write_kv(os.path.join(out_dir, f"rir_{split}.scp"), rirs)
         counts[f"{split}_noises"], counts[f"{split}_rirs"] = len(noises), len(rirs)
-    noise_info.update({r["id"]: r["info"] for r in made if r["kind"] == "noise"})
-    rir_info.update({r["id"]: r["info"] for r in made if r["kind"] == "rir"})
     write_kv(os.path.join(out_dir, "noise_info"), {k: json.dumps(v, sort_keys=True) for k, v in noise_info.items()})
-    write_kv(os.path.join(out_dir, "rir_info"), {k: json.dumps(v, sort_keys=True) for k, v in rir_info.items()})
+    write_kv(os.path.join(out_dir, "rir_info"), {r["id"]: json.dumps(r["info"], sort_keys=True) for r in made if r["kind"] == "rir"})
+    return counts
+
+
+def prepare_mini(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, out_dir: str, nj: int = 1, cmd: str = "local") -> dict:
+    """Build the mini corpus under ``out_dir``; returns counts (utterances per split, skipped, noises, rirs)."""
+    engines = {"flite"} if any(cfg.flite_voices.values()) else set()
+    if sum(cfg.espeak_speakers.values()) + sum(cfg.babble_speakers.values()):
+        engines.add("espeak")
+    check_engines(engines)
+    out_dir = os.path.abspath(out_dir)
+    speech, counts = _synth_speech(cfg, seed, out_dir, nj, cmd)
+    counts.update(_noises_and_rirs(cfg, rir_cfg, seed, speech, out_dir, nj, cmd))
     return counts
