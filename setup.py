@@ -18,6 +18,7 @@ setup(
         "pyroomacoustics",
         "peft",
         "onnxruntime",
+        "onnx",  # DNSMOS: cuts sig_bak_ovr.onnx into trunk + head to share overlapping windows
         "pyyaml",
         "kaldiio",
         "pesq",

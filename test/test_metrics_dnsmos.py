@@ -95,24 +95,20 @@ def test_equal_to_speechmos(dnsmos):
     assert np.ptp(ours["OVRL"]) > 0.05  # the clips are told apart: values are real scores, not constants
 
 
-def test_batching_dedup_and_level_sensitivity(dnsmos, monkeypatch):
-    scored = []
-    orig = dnsmos.score_windows
-    monkeypatch.setattr(dnsmos, "score_windows", lambda w: scored.append(len(w)) or orig(w))
-    one, two = speechlike(1.0, seed=3), speechlike(2.0, seed=4)
+def test_dedup_shared_trunk_and_level_sensitivity(dnsmos, monkeypatch):
+    calls = []
+    orig = dnsmos._run_p835
+    monkeypatch.setattr(dnsmos, "_run_p835", lambda w: calls.append(len(w)) or orig(w))
+    one = speechlike(1.0, seed=3)
     single = dnsmos.score([one])
-    both = dnsmos.score([one, 0.1 * one, two])
-    # 1 s tiles to 16 s: 7 windows, all equal; 2 s tiles to 16 s: 7 windows of 2 distinct phases
-    assert scored == [1, 1 + 1 + 2]
-    w = reference_windows(two)
-    assert len(w) == 7
-    for i in range(7):
-        np.testing.assert_array_equal(w[i], w[i % 2])
-    raw, p808 = orig(w[:2])
-    counts = np.array([4, 3])  # windows 0 2 4 6 and 1 3 5
-    assert both["P808"][2] == pytest.approx((counts * p808).sum() / 7, abs=1e-6)
-    ovrl = np.poly1d([-0.06766283, 1.11546468, 0.04602535])(raw[:, 2])
-    assert both["OVRL"][2] == pytest.approx((counts * ovrl).sum() / 7, abs=1e-6)
+    both = dnsmos.score([one, 0.1 * one])
+    assert calls == [1, 1, 1]  # 1 s tiles to 16 s: 7 windows, all equal, scored once
+    w = reference_windows(one)
+    assert len(w) == 7 and all(np.array_equal(w[0], w[i]) for i in range(7))
     for k in single:
         assert abs(both[k][0] - single[k][0]) < 1e-5
     assert abs(both["SIG"][1] - both["SIG"][0]) > 1e-3  # a quieter copy scores differently: no normalisation
+    # the shared trunk (convolutions once over the 1100-frame span, in 2 chunks) equals per-window scoring
+    clip = speechlike(12.1, seed=4)
+    starts = [0, 16000, 32000]
+    np.testing.assert_allclose(dnsmos.trunk.clip_raw(clip, starts), orig(reference_windows(clip)), atol=1e-5)

@@ -54,12 +54,16 @@ class DnsmosConfig:
     ``model_dir`` null: the ``dnsmos_models/`` folder of the installed ``speechmos``
     wheel (found without importing it). ``threads`` 0: one onnxruntime intra-op
     thread per available core. ``batch_size``: 9.01 s windows per onnxruntime call.
+    ``share_overlap``: run P.835's convolutions once over the overlapping windows of
+    a clip (same values to float rounding; see ``flowse.metrics.dnsmos.SharedTrunk``);
+    false scores every window with the whole model, as the reference does.
     """
 
     model_dir: str | None = None
     verify_sha256: bool = True
     threads: int = 0
     batch_size: int = 1
+    share_overlap: bool = True
 
     def __post_init__(self):
         check(self.threads >= 0, f"dnsmos.threads must be >= 0, got {self.threads}")
