@@ -145,7 +145,7 @@ def test_griffinlim_nnls_inverse_mel_fits_better(clean):
     fb = MelFraming(MelConfig()).fbank
     err = []
     for it in (0, 20):
-        voc = build_vocoder(VocoderConfig(type="griffinlim", griffinlim=GriffinLimConfig(nnls_iter=it)))
+        voc = build_vocoder(VocoderConfig(type="griffinlim", griffinlim=GriffinLimConfig(nnls_iter=it, power=1.0)))
         mag = voc.inverse_mel(mel)
         assert (mag >= 0).all()
         err.append(float((mag.transpose(1, 2) @ fb - mel.exp()).norm()))

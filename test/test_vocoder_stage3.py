@@ -144,3 +144,18 @@ def test_hifigan_pretrained_and_onnx_routes(recipe, tmp_path):
     assert os.path.exists(os.path.join(exp, "vocoder.onnx"))
     assert yaml.safe_load(open(os.path.join(exp, "vocoder.yaml")))["onnx"]["path"] == "vocoder.onnx"
     assert len(read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))) == 2
+
+
+def test_recipe_vocoder_configs_load():
+    import glob
+
+    from conftest import RECIPE
+    from flowse.models.vocoders import VocoderConfig
+    from flowse.utils.config import load_config
+
+    found = {}
+    for path in glob.glob(os.path.join(RECIPE, "conf", "*", "vocoder*.yaml")):
+        found[os.path.relpath(path, RECIPE)] = load_config(VocoderConfig, path).type
+    assert found["conf/mini/vocoder.yaml"] == "melgain" and found["conf/tiny/vocoder.yaml"] == "melgain"
+    assert found["conf/paper/vocoder.yaml"] == "hifigan"
+    assert load_config(VocoderConfig, os.path.join(RECIPE, "conf/paper/vocoder.yaml")).hifigan.upsample_initial_channel == 512

@@ -18,14 +18,19 @@ VOCODER_TYPES = ("griffinlim", "melgain", "hifigan", "onnx")
 
 @dataclass
 class GriffinLimConfig:
-    """Inverse mel (least squares, clamped >= 0) then fast Griffin-Lim (Perraudin et al. 2013)."""
+    """Inverse mel (least squares, clamped >= 0) then fast Griffin-Lim (Perraudin et al. 2013).
+
+    Defaults chosen by DNSMOS OVRL of the clean-mel resynthesis of 12 flite utterances
+    (clean 2.99): pinv + 32 iterations 2.01; + nnls_iter 20: 2.10; + power 1.5: 2.30
+    (64 iterations or 50 NNLS steps add nothing).
+    """
 
     n_iter: int = 32
     momentum: float = 0.99
     # Exponent on the recovered magnitude before phase retrieval (> 1 sharpens harmonics, Tacotron uses 1.5).
-    power: float = 1.0
+    power: float = 1.5
     # Multiplicative-update refinements of the non-negative least-squares inverse mel (0: pinv + clamp only).
-    nnls_iter: int = 0
+    nnls_iter: int = 20
     rand_init: bool = True
     seed: int = 0
 
