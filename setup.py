@@ -18,7 +18,7 @@ setup(
         "pyroomacoustics",
         "peft",
         "onnxruntime",
-        "onnx",  # DNSMOS: cuts sig_bak_ovr.onnx into trunk + head to share overlapping windows
+        "onnx",  # DNSMOS: cuts sig_bak_ovr.onnx into trunk + head to share overlapping windows; vocoder ONNX export
         "pyyaml",
         "kaldiio",
         "pesq",
@@ -28,8 +28,8 @@ setup(
     ],
     extras_require={
         # librosa/webrtcvad only to compare against the reference implementations
-        # (speechmos, Resemblyzer) in tests and benchmarks; onnx for torch.onnx.export (vocoder ONNX tests).
-        "test": ["pytest", "pytest-timeout", "librosa", "webrtcvad-wheels", "onnx"],
+        # (speechmos, Resemblyzer) in tests and benchmarks.
+        "test": ["pytest", "pytest-timeout", "librosa", "webrtcvad-wheels"],
     },
     entry_points={"console_scripts": ["flowse-enhance=flowse.bin.enhance:main"]},
 )
