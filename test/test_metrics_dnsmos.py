@@ -108,7 +108,9 @@ def test_dedup_shared_trunk_and_level_sensitivity(dnsmos, monkeypatch):
     for k in single:
         assert abs(both[k][0] - single[k][0]) < 1e-5
     assert abs(both["SIG"][1] - both["SIG"][0]) > 1e-3  # a quieter copy scores differently: no normalisation
-    # the shared trunk (convolutions once over the 1100-frame span, in 2 chunks) equals per-window scoring
+    # the shared trunk (convolutions once over the 1100-frame span, in 2 chunks) equals per-window scoring;
+    # MAX_SPAN 1000 also splits the windows into groups [0 s, 1 s] and [2 s]
+    monkeypatch.setattr(dnsmos.trunk, "MAX_SPAN", 1000)
     clip = speechlike(12.1, seed=4)
     starts = [0, 16000, 32000]
     np.testing.assert_allclose(dnsmos.trunk.clip_raw(clip, starts), orig(reference_windows(clip)), atol=1e-5)

@@ -15,8 +15,11 @@ Reference: Microsoft's ``dnsmos_local.py`` as packaged in ``speechmos`` 0.0.1.1
 The level is never normalised (DNSMOS is level-sensitive). Unlike the reference,
 values beyond [-1, 1] are not an error: callers clip them (see ``flowse.metrics.suite``).
 
-All windows of all clips of a call go through onnxruntime together, in chunks of
-``batch_size`` windows; thread and batch defaults come from ``flowse.bin.bench_metrics``.
+Speed (``DNSMOS.score``), with values unchanged: distinct windows only (a tiled
+clip is periodic), P.835's convolutions shared by overlapping windows
+(``SharedTrunk``), windows queued across clips in onnxruntime calls of
+``batch_size``. On a 2-core CPU batching windows did not help (batch 1 is the
+default); ``flowse.bin.bench_metrics`` measures it and the speed against the reference.
 """
 from __future__ import annotations
 
@@ -137,6 +140,7 @@ class SharedTrunk:
     EDGE = 4  # frames of a window edge that the four 3x3 convolutions see padding in
     EDGE_CHUNK = 12
     CHUNK = 1000  # frames per trunk call (memory: about 0.1 MB per frame at 128 channels)
+    MAX_SPAN = 3000  # frames of trunk output kept at once (about 60 MB)
 
     def __init__(self, path: str, so, providers: list[str]):
         import onnx
@@ -200,7 +204,19 @@ class SharedTrunk:
         return out
 
     def clip_raw(self, tiled: np.ndarray, starts: list[int]) -> np.ndarray:
-        """Raw P.835 outputs ``[len(starts), 3]`` of the windows of one (tiled) clip."""
+        """Raw P.835 outputs ``[len(starts), 3]`` of the windows of one (tiled) clip.
+
+        Windows are taken in groups spanning at most ``MAX_SPAN`` frames (memory bound).
+        """
+        raw = np.empty((len(starts), 3), dtype=np.float32)
+        first = 0
+        for k in range(1, len(starts) + 1):
+            if k == len(starts) or (starts[k] - starts[first]) // 160 + P808_FRAMES > self.MAX_SPAN:
+                raw[first:k] = self._group_raw(tiled, starts[first:k])
+                first = k
+        return raw
+
+    def _group_raw(self, tiled: np.ndarray, starts: list[int]) -> np.ndarray:
         s0 = starts[0]
         feats = self.log_power(tiled[s0 : starts[-1] + WINDOW])
         trunk = self.span_trunk(feats)
