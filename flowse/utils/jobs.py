@@ -4,17 +4,20 @@ Backends (chosen by the ``cmd`` string, set in a recipe's ``cmd.sh``):
 - ``local``: jobs run as concurrent subprocesses on this machine;
 - ``slurm [srun options]``: each job runs through ``srun`` (e.g. ``slurm --mem 8G -p cpu``).
 Each job writes ``<log_dir>/<name>.<JOB>.log``; a failed job raises an error
-naming its log. The argv may contain the placeholder ``JOB`` (1-based).
+naming its log. The argv may contain the placeholder ``JOB`` (1-based), replaced where
+it stands as a word (``log.JOB.txt``), not inside other names (``/data/JOBS``).
 """
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
 from typing import Sequence, TypeVar
 
 T = TypeVar("T")
+_JOB = re.compile(r"(?<![A-Za-z0-9])JOB(?![A-Za-z0-9])")  # JOB as a word, not inside names
 
 
 def split_list(items: Sequence[T], nj: int) -> list[list[T]]:
@@ -34,7 +37,7 @@ def run_jobs(argv: Sequence[str], nj: int, log_dir: str, name: str, cmd: str = "
         raise ValueError(f"unknown job backend {backend!r}; choose 'local' or 'slurm [srun options]'")
     procs = []
     for j in range(1, nj + 1):
-        job_argv = [a.replace("JOB", str(j)) for a in argv]
+        job_argv = [_JOB.sub(str(j), a) for a in argv]
         if backend == "slurm":
             job_argv = ["srun", "--ntasks=1", f"--job-name={name}.{j}", *opts, *job_argv]
         log_path = os.path.join(log_dir, f"{name}.{j}.log")
