@@ -86,6 +86,14 @@ def test_decode_shapes_and_masking(kind, clean, noisy):
         assert torch.allclose(wav, wav2, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["griffinlim", "melgain"])
+def test_single_frame_decodes(kind, clean):
+    voc = build_vocoder(VocoderConfig(type=kind, griffinlim=GriffinLimConfig(n_iter=2)))
+    mel = LogMel()(clean)[:, 50:51]
+    wav = voc.decode(mel, noisy=clean[:, 50 * HOP : 51 * HOP])
+    assert wav.shape == (1, HOP) and torch.isfinite(wav).all()
+
+
 def test_melgain_needs_noisy_and_bad_shapes(clean):
     voc = build_vocoder(VocoderConfig(type="melgain"))
     mel = LogMel()(clean)

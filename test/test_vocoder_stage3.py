@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from flowse.bin import train_vocoder
-from flowse.data.kaldi import ArkWriter
+from flowse.data.kaldi import ArkWriter, iter_scp
 from flowse.data.mel import LogMel, MelConfig
 from flowse.models.vocoders import load_vocoder
 from flowse.models.vocoders.hifigan import Generator, to_standard_state_dict, write_standard_config
@@ -78,8 +78,7 @@ def test_melgain_stage_and_ceiling(recipe):
     scp = read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))
     assert sorted(scp) == ["test_a_utt0", "test_a_utt1"]
     assert not os.path.exists(os.path.join(exp, "enhanced_test_b"))  # no clean features: skipped
-    clean = dict(__import__("flowse.data.kaldi", fromlist=["iter_scp"]).iter_scp(
-        str(recipe / "data" / "test_a" / "spk1.scp")))
+    clean = dict(iter_scp(str(recipe / "data" / "test_a" / "spk1.scp")))
     noisy_scp = read_kv(str(recipe / "data" / "test_a" / "wav.scp"))
     for key, path in scp.items():
         est, sr = sf.read(path, dtype="float32")
@@ -158,4 +157,5 @@ def test_recipe_vocoder_configs_load():
         found[os.path.relpath(path, RECIPE)] = load_config(VocoderConfig, path).type
     assert found["conf/mini/vocoder.yaml"] == "melgain" and found["conf/tiny/vocoder.yaml"] == "melgain"
     assert found["conf/paper/vocoder.yaml"] == "hifigan"
-    assert load_config(VocoderConfig, os.path.join(RECIPE, "conf/paper/vocoder.yaml")).hifigan.upsample_initial_channel == 512
+    paper = load_config(VocoderConfig, os.path.join(RECIPE, "conf/paper/vocoder.yaml"))
+    assert paper.hifigan.upsample_initial_channel == 512 and paper.train.lambda_mel == 45.0

@@ -63,6 +63,8 @@ class Vocoder(torch.nn.Module):
         lengths = torch.full((b,), t, device=dev) if lengths is None else lengths.to(dev)
         if lengths.shape != (b,) or int(lengths.max()) > t or int(lengths.min()) < 0:
             raise ValueError(f"{self.name}: lengths must be [B] in [0, {t}], got {lengths.tolist()}")
+        if t == 0:
+            return torch.zeros(b, 0, device=dev)
         mask = frame_mask(lengths, t)
         mel = mel.masked_fill(~mask[..., None], math.log(self.mel_cfg.log_floor))
         n = t * self.hop_length

@@ -4,7 +4,8 @@ Framing (HiFi-GAN convention): reflect-pad ``(n_fft - hop) / 2`` on both sides, 
 Hann window of ``win_length`` centred in ``n_fft``. ``n`` samples give ``T = n // hop`` frames,
 and the inverse of ``T`` frames gives ``T * hop`` samples aligned with the input (weighted
 overlap-add divided by the squared-window envelope, so ``istft(stft(x)) == x[:T*hop]``).
-Spectra are complex ``[B, n_freq, T]``.
+Spectra are complex ``[B, n_freq, T]``. Signals too short to reflect-pad (``n <= pad``, where
+``LogMel`` itself fails) are zero-padded instead.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class MelFraming(torch.nn.Module):
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav [B, n]`` -> complex ``[B, n_freq, n // hop]``."""
         c = self.cfg
-        x = F.pad(wav.float().unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
+        mode = "reflect" if wav.shape[-1] > self.pad else "constant"  # reflect needs n > pad (LogMel too)
+        x = F.pad(wav.float().unsqueeze(1), (self.pad, self.pad), mode=mode).squeeze(1)
         spec = torch.stft(x, c.n_fft, c.hop_length, c.win_length, self.window, center=False, return_complex=True)
         return spec[..., : wav.shape[-1] // c.hop_length]
 
@@ -42,7 +44,8 @@ class MelFraming(torch.nn.Module):
         """Complex ``[B, n_freq, T]`` -> ``wav [B, T * hop]`` (weighted overlap-add)."""
         c = self.cfg
         b, _, t = spec.shape
-        frames = torch.fft.irfft(spec, n=c.n_fft, dim=1) * self.window_full[None, :, None]  # [B, n_fft, T]
+        frames = torch.fft.irfft(spec.transpose(1, 2).contiguous(), n=c.n_fft, dim=-1) * self.window_full
+        frames = frames.transpose(1, 2)  # [B, n_fft, T]
         total = (t - 1) * c.hop_length + c.n_fft
         fold = dict(output_size=(1, total), kernel_size=(1, c.n_fft), stride=(1, c.hop_length))
         y = F.fold(frames, **fold).reshape(b, total)
