@@ -97,6 +97,10 @@ def test_standard_checkpoint_mismatch_errors(standard_ckpt, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(h))
     with pytest.raises(ValueError, match=r"sampling_rate=22050 \(ours sample_rate=16000\)"):
         read_standard_config(str(tmp_path / "config.json"), MelConfig())
+    del h["fmax"]
+    (tmp_path / "config.json").write_text(json.dumps(h))
+    with pytest.raises(ValueError, match=r"no \['fmax'\]"):
+        read_standard_config(str(tmp_path / "config.json"), MelConfig())
     wrong = Generator(HiFiGANConfig(upsample_initial_channel=64))
     with pytest.raises(ValueError, match="shape mismatch.*conv_pre"):
         load_generator_state(wrong, torch.load(d / "g_00000001", weights_only=True), "g_00000001")

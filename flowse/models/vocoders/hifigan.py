@@ -192,10 +192,12 @@ def read_standard_config(path: str, mel_cfg: MelConfig) -> HiFiGANConfig:
             h = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read HiFi-GAN config {path}: {e}") from None
+    missing = [jk for jk in _JIK_MEL_KEYS if jk not in h]
+    if missing:
+        raise ValueError(f"{path}: no {missing} in this HiFi-GAN config; its mel settings cannot be checked "
+                         "against dump/mel.yaml (add them as in jik876's config_v1.json)")
     diffs = []
     for jk, mk in _JIK_MEL_KEYS.items():
-        if jk not in h:
-            continue
         theirs, ours = h[jk], getattr(mel_cfg, mk)
         if theirs is None and mk == "fmax":
             theirs = mel_cfg.sample_rate / 2
