@@ -31,6 +31,7 @@ def evaluate_system(system: str, data_dir: str, sets: list[str], score_args: lis
 
     os.makedirs(system, exist_ok=True)
     is_model = os.path.exists(os.path.join(system, "model.pt"))
+    scored = []
     for test_set in sets:
         set_dir = os.path.join(data_dir, test_set)
         if not os.path.exists(os.path.join(set_dir, "wav.scp")):
@@ -42,6 +43,9 @@ def evaluate_system(system: str, data_dir: str, sets: list[str], score_args: lis
             enhance.main(["--model_dir", system, "--in", os.path.join(set_dir, "wav.scp"), "--out_dir", out_enh,
                           "--device", device, *enhance_args])
             stage.mark_done(out_enh, "enhance")
+        if not os.path.exists(est) and not is_model and not os.path.exists(os.path.join(set_dir, "spk1.scp")):
+            logger.info("%s: no %s output (no clean reference, so no vocoder ceiling); skipped", system, test_set)
+            continue
         if not os.path.exists(est):
             raise FileNotFoundError(f"{system}: no enhanced output for {test_set} ({est}); rerun the stage that makes it")
         score_dir = os.path.join(system, f"scores_{test_set}")
@@ -55,7 +59,8 @@ def evaluate_system(system: str, data_dir: str, sets: list[str], score_args: lis
             if rc not in (0, None):
                 logger.warning("%s / %s: some files were skipped while scoring (exit %s)", system, test_set, rc)
             stage.mark_done(score_dir, "score")
-    make_results.main(["--exp_dir", system, "--sets", " ".join(sets)])
+        scored.append(test_set)
+    make_results.main(["--exp_dir", system, "--sets", " ".join(scored)])
 
 
 def main(argv: list[str] | None = None) -> None:
