@@ -20,7 +20,7 @@ import sys
 
 from flowse.metrics.config import NEEDS_REF, ScoreConfig, expand_metrics
 from flowse.utils.config import load_config, save_config
-from flowse.utils.fileio import c_sorted, read_kv, write_text
+from flowse.utils.fileio import c_sorted, write_text
 from flowse.utils.log import get_logger, setup_logging
 from flowse.utils.stage import is_done, mark_done
 
