@@ -103,3 +103,16 @@ def test_config_checks(bad):
 
     with pytest.raises(ConfigError):
         DiTConfig(**{**SMALL.__dict__, **bad})
+
+
+def test_model_info_prints_one_json_line(capsys):
+    import json
+
+    from conftest import RECIPE
+    from flowse.bin import model_info
+
+    assert model_info.main(["--config", f"{RECIPE}/conf/paper/pretrain.yaml"]) == 0
+    info = json.loads(capsys.readouterr().out.strip())
+    assert info == {"total_params": 46_179_920, "trainable_params": 46_179_920}
+    model_info.main(["--config", f"{RECIPE}/conf/paper/pretrain.yaml", "--model.depth", "1"])
+    assert json.loads(capsys.readouterr().out)["total_params"] == 46_179_920 - 11 * 3_676_672
