@@ -128,7 +128,7 @@ def test_cli_mixed_inputs_odd_rates_and_bad_files(model_dir, tmp_path, capsys, c
         assert f"skipping {bad}" in text, bad
     printed = capsys.readouterr().out
     assert "RTF" in printed and "nfe 2, cfg 1.5" in printed
-    assert "nfe: 2" in (out / "enhance.yaml").read_text()
+    assert "nfe: 2" in (out / "enhance.yaml").read_text() and "cfg_strength: 1.5" in (out / "enhance.yaml").read_text()
 
 
 def test_cli_fails_when_nothing_works(model_dir, tmp_path):

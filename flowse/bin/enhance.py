@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 import sys
 import time
 
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     enhancer = Enhancer.from_model_dir(args.model_dir, args.device, args.vocoder_dir, cfg)
     os.makedirs(args.out_dir, exist_ok=True)
-    save_config(enhancer.cfg, os.path.join(args.out_dir, "enhance.yaml"))
+    resolved = replace(enhancer.cfg, nfe=enhancer.nfe, cfg_strength=enhancer.cfg_strength)
+    save_config(resolved, os.path.join(args.out_dir, "enhance.yaml"))
     durations = {}
     for key, value in sources.items():
         try:
