@@ -33,8 +33,15 @@ help_message="Usage: $0 [options]   (stages: 0 corpus, 1 simulate, 2 mel, 3 voco
 . utils/parse_options.sh
 
 log() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2; }
-# Exp tag: yaml basename plus the sanitized extra args, so a changed yaml or args is a new exp dir.
-tag_of() { local t; t=$(basename "$1" .yaml); [ -z "$2" ] || t+="_$(echo "$2" | sed 's/--//g; s/[^A-Za-z0-9.=-]\{1,\}/_/g; s/^_//; s/_$//')"; echo "$t"; }
+# Exp tag: config dir + yaml basename + sanitized extra args, so a changed yaml or args is a new
+# exp dir: conf/mini/grpo.yaml -> mini, conf/mini/grpo_multi.yaml -> mini_multi, plus "--max_steps 40"
+# -> mini_max_steps_40.  Usage: tag_of STEP YAML ARGS
+tag_of() {
+  local t d; d=$(basename "$(dirname "$2")"); t=$(basename "$2" .yaml)
+  if [ "$t" = "$1" ]; then t=$d; elif [ "${t#"$1"_}" != "$t" ]; then t=${d}_${t#"$1"_}; fi
+  [ -z "$3" ] || t+="_$(echo "$3" | sed 's/--//g; s/[^A-Za-z0-9.=-]\{1,\}/_/g; s/^_//; s/_$//')"
+  echo "$t"
+}
 launch() {  # python -m MODULE ARGS..., through torchrun when several processes train
   if [ "$ngpu" -gt 1 ] || [ "$nnodes" -gt 1 ]; then
     torchrun --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$ngpu" \
@@ -55,9 +62,9 @@ score_config=${score_config:-$conf_dir/score.yaml}
 if [ -z "$test_sets" ]; then
   test_sets="test_no_reverb test_with_reverb"; [ "$corpus" = dns2020 ] && test_sets+=" test_real"
 fi
-vocoder_exp=exp/vocoder_$(tag_of "$vocoder_config" "$vocoder_args")
-pretrain_exp=exp/pretrain_$(tag_of "$pretrain_config" "$pretrain_args")
-grpo_exp=exp/grpo_$(tag_of "$grpo_config" "$grpo_args")
+vocoder_exp=exp/vocoder_$(tag_of vocoder "$vocoder_config" "$vocoder_args")
+pretrain_exp=exp/pretrain_$(tag_of pretrain "$pretrain_config" "$pretrain_args")
+grpo_exp=exp/grpo_$(tag_of grpo "$grpo_config" "$grpo_args")
 timings=()
 timed() { local name=$1 s=$SECONDS; shift; "$@"; timings+=("$name:$((SECONDS - s))s"); }
 
