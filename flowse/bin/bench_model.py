@@ -20,7 +20,10 @@ import json
 import os
 import time
 
-import torch
+# Sleeping (not spinning) idle OpenMP threads, as in the training and enhancement bins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 from flowse.models.dit import DiTConfig, count_parameters
 from flowse.sampling.ode import ode_sample
