@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from flowse.metrics.batching import dedup_arrays
 from flowse.metrics.config import SpeakerConfig
 from flowse.metrics.melspec import PowerMelSpectrogram
 from flowse.utils.log import get_logger
@@ -244,15 +245,6 @@ class SpeakerSimilarity:
 
     def score(self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> np.ndarray:
         """Identical references (e.g. GRPO's G candidates of one prompt share one) are embedded once."""
-        uniq: dict[tuple[int, int], int] = {}
-        ref_list: list[np.ndarray] = []
-        ref_index = []
-        for r in ref:
-            r = np.asarray(r, dtype=np.float32)
-            key = (len(r), hash(r.tobytes()))
-            if key not in uniq:
-                uniq[key] = len(ref_list)
-                ref_list.append(r)
-            ref_index.append(uniq[key])
+        ref_list, ref_index = dedup_arrays(ref)
         e = self.embed(list(est) + ref_list)
         return cosine_rows(e[: len(est)], e[len(est) :][ref_index])

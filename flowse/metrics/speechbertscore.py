@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from flowse.metrics.batching import dedup_arrays
 from flowse.metrics.config import SBSConfig
 from flowse.utils.log import get_logger
 
@@ -73,16 +74,7 @@ class SpeechBERTScore:
         return out  # type: ignore[return-value]
 
     def score(self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        uniq: dict[tuple[int, int], int] = {}
-        ref_list: list[np.ndarray] = []
-        ref_index = []
-        for r in ref:
-            r = np.asarray(r, dtype=np.float32)
-            key = (len(r), hash(r.tobytes()))
-            if key not in uniq:
-                uniq[key] = len(ref_list)
-                ref_list.append(r)
-            ref_index.append(uniq[key])
+        ref_list, ref_index = dedup_arrays(ref)
         feats = self.features(list(est) + ref_list)
         res = np.array([bert_score(feats[i], feats[len(est) + j]) for i, j in enumerate(ref_index)]).reshape(-1, 3)
         return {"precision": res[:, 0], "recall": res[:, 1], "f1": res[:, 2]}
