@@ -106,7 +106,7 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "stage 6: enhancement and scoring of $test_sets"
-  systems="exp/noisy_input $vocoder_exp $pretrain_exp $(ls -d exp/grpo_* 2>/dev/null | tr '\n' ' ')"
+  systems="exp/noisy_input $vocoder_exp $pretrain_exp $(compgen -G 'exp/grpo_*' | tr '\n' ' ' || true)"
   timed stage6 python -m flowse.bin.evaluate --systems "$systems" --data_dir data --sets "$test_sets" \
     --config $score_config --nj $nj --cmd "$data_cmd" --force $force $score_args
   python utils/collect_results.py exp --out RESULTS.md

@@ -12,6 +12,9 @@ import os
 import tempfile
 from typing import Iterable, Iterator, Mapping
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
@@ -20,6 +23,7 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8") -> I
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
