@@ -275,3 +275,14 @@ def test_prompt_crop_keeps_wav_and_mel_aligned():
     assert b.noisy_tensor(hop).shape == (2, 8 * hop)
     g = b.repeat(3)
     assert g.keys == ["a"] * 3 + ["b"] * 3 and g.mask.shape == (6, 8)
+
+
+def test_same_init_noise_shares_x0_within_groups():
+    cfg = make_cfg(rollout=dict(window_start_range=[1, 1], same_init_noise=True))
+    tr = GRPOTrainer(tiny_model(), cfg, BandReward(), prompt_set(8, 0))
+    rd, _, _ = tr.rollout_round(0, 0)
+    first = rd.tr.index(torch.nonzero(rd.tr.step == 0).flatten())  # x_t of step 0 is x0 (masked)
+    g = cfg.rollout.group_size
+    torch.testing.assert_close(first.x_t[:g], first.x_t[:1].expand(g, -1, -1))
+    assert (first.x_t[0] - first.x_t[g]).abs().max() > 0.1  # another prompt, another x0
+    assert (rd.x1[0] - rd.x1[1]).abs().mean() > 1e-2  # the SDE noise still makes candidates differ

@@ -19,7 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from flowse.bin.pretrain import set_threads
+# Idle OpenMP threads sleep instead of spinning (as the pretrain bin): spinning threads on cores
+# shared with other jobs slowed elementwise ops ~10x. Set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from flowse.bin.pretrain import set_threads  # noqa: E402
 from flowse.rl.config import GRPOConfig
 from flowse.utils import stage
 from flowse.utils.config import load_config, save_config

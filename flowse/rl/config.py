@@ -56,6 +56,10 @@ class RolloutConfig:
     (wav and mel aligned at hop boundaries); shorter ones are padded, so every candidate of
     an iteration has the same padded length. ``precision``: the network's autocast dtype;
     the SDE step and log-probs are always fp32.
+    ``same_init_noise``: the G candidates of a prompt start from the same x0 (Flow-GRPO's
+    ``sample.same_latent``), so their rewards differ only through the SDE noise of the
+    window, the part the policy gradient credits (lower-variance advantages; the paper
+    does not say, Flow-GRPO's default is false).
     """
 
     noise_level: float = 0.4
@@ -69,6 +73,7 @@ class RolloutConfig:
     crop_seconds: float = 4.0
     min_seconds: float = 1.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    same_init_noise: bool = False
 
     def __post_init__(self):
         check(self.noise_level > 0, f"rollout.noise_level must be > 0, got {self.noise_level}")

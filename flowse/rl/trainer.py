@@ -205,7 +205,8 @@ class GRPOTrainer:
         x0, eps = [], []
         for gi in gidx:
             gen = torch.Generator().manual_seed(_seed(self.cfg.seed, 4, iteration, gi))
-            x0.append(torch.randn(g, t, f, generator=gen))
+            x0.append(torch.randn(1, t, f, generator=gen).expand(g, t, f) if ro.same_init_noise
+                      else torch.randn(g, t, f, generator=gen))
             eps.append(torch.randn(len(window), g, t, f, generator=gen))
         x0 = torch.cat(x0).to(self.device)
         eps = torch.cat(eps, dim=1).to(self.device)
