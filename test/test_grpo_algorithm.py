@@ -286,3 +286,20 @@ def test_same_init_noise_shares_x0_within_groups():
     torch.testing.assert_close(first.x_t[:g], first.x_t[:1].expand(g, -1, -1))
     assert (first.x_t[0] - first.x_t[g]).abs().max() > 0.1  # another prompt, another x0
     assert (rd.x1[0] - rd.x1[1]).abs().mean() > 1e-2  # the SDE noise still makes candidates differ
+
+
+def test_bad_prompts_are_skipped_with_a_warning(caplog):
+    good = prompt_set(8, 0)
+    mels = dict(good.mels)
+    mels["u003"] = mels["u003"].copy()
+    mels["u003"][2, 1] = np.nan
+    bad = PromptSet(mels, hop=256)
+    held = dict(prompt_set(3, 1).mels)
+    held["u001"] = np.full((10, F), np.inf, np.float32)
+    tr = GRPOTrainer(tiny_model(), make_cfg(rollout=dict(prompts_per_round=4)), BandReward(), bad,
+                     eval_prompts=PromptSet(held, hop=256))
+    rec = tr.run_iteration()
+    ev = tr.evaluate()
+    assert np.isfinite(rec["reward_mean"]) and rec["updates"] == 2
+    assert "u003" in caplog.text and "skipping prompt" in caplog.text
+    assert ev["utts"] == 2 and "u001" in caplog.text

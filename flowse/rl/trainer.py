@@ -132,6 +132,9 @@ class GRPOTrainer:
         self.history: list[dict] = []
         self.eval_history: list[dict] = []
         self._empty_iters = 0
+        self._bad_eval: set[int] = set()
+        self._bad_prompts: set[int] = set()
+        self._good_prompts: set[int] = set()
 
     # ------------------------------------------------------------------ network
     def velocity(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -172,24 +175,27 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ rollouts
     def _load_prompts(self, iteration: int, gidx: list[int]) -> PromptBatch:
+        """The prompts of global indices ``gidx``; a bad utterance is logged and replaced by the next good one."""
         all_idx = self.prompt_indices(iteration)
         indices = [all_idx[g] for g in gidx]
         rngs = [np.random.default_rng(_seed(self.cfg.seed, 3, iteration, g)) for g in gidx]
-        for attempt in range(len(self.prompts)):
-            try:
-                return self.prompts.batch(indices, self.crop_frames, rngs, pad_to=self.crop_frames)
-            except ValueError as e:  # a bad utterance: logged, replaced by the next one in the set
-                bad = next(j for j, i in enumerate(indices) if self._bad(i))
-                logger.warning("skipping prompt %s: %s", self.prompts.keys[indices[bad]], e)
-                indices[bad] = (indices[bad] + 1) % len(self.prompts)
-        raise RuntimeError("no usable prompts")
-
-    def _bad(self, i: int) -> bool:
-        try:
-            self.prompts.get(i, self.crop_frames, np.random.default_rng(0))
-            return False
-        except ValueError:
-            return True
+        for j, i in enumerate(indices):
+            for _ in range(len(self.prompts)):
+                if i in self._good_prompts:
+                    break
+                if i not in self._bad_prompts:
+                    try:
+                        self.prompts.get(i, 0)
+                        self._good_prompts.add(i)
+                        break
+                    except ValueError as e:
+                        logger.warning("skipping prompt %s: %s", self.prompts.keys[i], e)
+                        self._bad_prompts.add(i)
+                i = (i + 1) % len(self.prompts)
+            else:
+                raise RuntimeError(f"{self.prompts.name}: no usable prompt")
+            indices[j] = i
+        return self.prompts.batch(indices, self.crop_frames, rngs, pad_to=self.crop_frames)
 
     @torch.no_grad()
     def rollout_round(self, iteration: int, r: int) -> tuple[_Round, PromptBatch, dict[str, float]]:
@@ -382,8 +388,20 @@ class GRPOTrainer:
         per_utt: dict[int, dict[str, float]] = {}
         t0 = time.perf_counter()
         for s in range(0, len(mine), ec.batch_size):
-            idx = mine[s : s + ec.batch_size]
-            batch = self.eval_prompts.batch(idx, self.eval_crop)
+            idx = [i for i in mine[s : s + ec.batch_size] if i not in self._bad_eval]
+            try:
+                batch = self.eval_prompts.batch(idx, self.eval_crop)
+            except ValueError:  # a bad held-out utterance: logged once and left out of every evaluation
+                for i in idx:
+                    try:
+                        self.eval_prompts.get(i, self.eval_crop)
+                    except ValueError as e:
+                        logger.warning("evaluation: skipping %s: %s", self.eval_prompts.keys[i], e)
+                        self._bad_eval.add(i)
+                idx = [i for i in idx if i not in self._bad_eval]
+                if not idx:
+                    continue
+                batch = self.eval_prompts.batch(idx, self.eval_crop)
             mask = batch.mask.to(self.device)
             cond = self.model.normalize(batch.mel.to(self.device), "noisy") * mask[..., None]
             x0 = torch.stack([torch.randn(cond.shape[1:], generator=torch.Generator().manual_seed(_seed(ec.seed, i)))
