@@ -23,13 +23,12 @@ import os
 # shared with other jobs slowed elementwise ops ~10x. Set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from flowse.bin.pretrain import set_threads  # noqa: E402
-from flowse.rl.config import GRPOConfig
-from flowse.utils import stage
-from flowse.utils.config import load_config, save_config
-from flowse.utils.distributed import barrier, cleanup, init_distributed
-from flowse.utils.fileio import write_json
-from flowse.utils.log import get_logger, setup_logging
+from flowse.rl.config import GRPOConfig  # noqa: E402
+from flowse.train.stage import run_training_stage  # noqa: E402
+from flowse.utils.config import load_config  # noqa: E402
+from flowse.utils.distributed import barrier  # noqa: E402
+from flowse.utils.fileio import write_json  # noqa: E402
+from flowse.utils.log import get_logger  # noqa: E402
 
 logger = get_logger(__name__)
 MARKER = "grpo"
@@ -104,27 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", default="false", choices=["true", "false"])
     args, overrides = p.parse_known_args(argv)
     cfg = load_config(GRPOConfig, args.config, overrides)
-    os.makedirs(args.exp_dir, exist_ok=True)
-    setup_logging(os.path.join(args.exp_dir, "train.log"))
-    if stage.is_done(args.exp_dir, MARKER) and args.force != "true":
-        logger.info("%s: GRPO already done (marker %s); skipping (use --force true to redo)",
-                    args.exp_dir, stage.marker_path(args.exp_dir, MARKER))
-        return 0
-    stage.clear(args.exp_dir, MARKER)
-    dist = init_distributed(args.device)
-    n = set_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if dist.is_main:
-        save_config(cfg, os.path.join(args.exp_dir, "config.yaml"))
-    logger.info("GRPO %s -> %s on %s (%d rank(s)), %d thread(s)/rank", args.config, args.exp_dir, dist.device,
-                dist.world_size, n)
-    try:
-        run_grpo(cfg, args.init_dir, args.data_dir, args.dump_dir, args.exp_dir, dist, args.resume == "true",
-                 args.train_set, args.valid_set)
-        if dist.is_main:
-            stage.mark_done(args.exp_dir, MARKER)
-    finally:
-        cleanup()
-    return 0
+    return run_training_stage(
+        MARKER, args.exp_dir, cfg, cfg.threads, args.device, args.force == "true",
+        lambda dist: run_grpo(cfg, args.init_dir, args.data_dir, args.dump_dir, args.exp_dir, dist,
+                              args.resume == "true", args.train_set, args.valid_set))
 
 
 if __name__ == "__main__":

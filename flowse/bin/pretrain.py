@@ -21,23 +21,13 @@ import os
 # other jobs ran elementwise ops ~10x slower than 1 thread. Set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-
-from flowse.train.pretrain import PretrainConfig, run_pretrain
-from flowse.utils import stage
-from flowse.utils.config import load_config, save_config
-from flowse.utils.distributed import cleanup, init_distributed
-from flowse.utils.log import get_logger, setup_logging
+from flowse.train.pretrain import PretrainConfig, run_pretrain  # noqa: E402
+from flowse.train.stage import run_training_stage  # noqa: E402
+from flowse.utils.config import load_config  # noqa: E402
+from flowse.utils.log import get_logger  # noqa: E402
 
 logger = get_logger(__name__)
 MARKER = "pretrain"
-
-
-def set_threads(threads: int, local_world_size: int = 1) -> int:
-    """Torch intra-op threads: ``threads``, or all cores shared by the local ranks when 0."""
-    n = threads or max(1, (os.cpu_count() or 1) // max(1, local_world_size))
-    torch.set_num_threads(n)
-    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,27 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", default="false", choices=["true", "false"])
     args, overrides = p.parse_known_args(argv)
     cfg = load_config(PretrainConfig, args.config, overrides)
-    os.makedirs(args.exp_dir, exist_ok=True)
-    setup_logging(os.path.join(args.exp_dir, "train.log"))
-    if stage.is_done(args.exp_dir, MARKER) and args.force != "true":
-        logger.info("%s: pretraining already done (marker %s); skipping (use --force true to redo)",
-                    args.exp_dir, stage.marker_path(args.exp_dir, MARKER))
-        return 0
-    stage.clear(args.exp_dir, MARKER)
-    dist = init_distributed(args.device)
-    n = set_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if dist.is_main:
-        save_config(cfg, os.path.join(args.exp_dir, "config.yaml"))
     if args.vocoder_dir and not os.path.isdir(args.vocoder_dir):
         logger.warning("vocoder dir %s does not exist (yet); it is recorded in the model dir anyway", args.vocoder_dir)
-    logger.info("pretraining %s -> %s on %s, %d thread(s)/rank", args.config, args.exp_dir, dist.device, n)
-    try:
-        run_pretrain(cfg, args.dump_dir, args.exp_dir, args.vocoder_dir, resume=args.resume == "true", dist=dist)
-        if dist.is_main:
-            stage.mark_done(args.exp_dir, MARKER)
-    finally:
-        cleanup()
-    return 0
+    return run_training_stage(
+        MARKER, args.exp_dir, cfg, cfg.threads, args.device, args.force == "true",
+        lambda dist: run_pretrain(cfg, args.dump_dir, args.exp_dir, args.vocoder_dir, resume=args.resume == "true",
+                                  dist=dist))
 
 
 if __name__ == "__main__":
