@@ -16,7 +16,7 @@ import numpy as np
 
 from flowse.data import jobdirs
 from flowse.data.audio import AudioError
-from flowse.data.kaldi import ArkWriter, load_audio
+from flowse.data.kaldi import ark_writers, load_audio
 from flowse.utils.fileio import c_sorted, check_same_keys, read_kv, write_json, write_kv
 from flowse.utils.log import get_logger
 
@@ -52,10 +52,9 @@ def dump_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
     mel = LogMel(MelConfig(**ctx["mel"]))
     hop = mel.cfg.hop_length
     streams = [s for s in STREAMS if s == "feats" or ctx["has_spk1"]]
-    writers = {s: ArkWriter(os.path.join(job_dir, f"{s}.ark"), os.path.join(job_dir, f"{s}.scp")) for s in streams}
     acc = {s: {"sum": np.zeros(mel.cfg.n_mels), "sumsq": np.zeros(mel.cfg.n_mels), "frames": 0} for s in streams}
     meta = []
-    try:
+    with ark_writers(job_dir, streams) as writers:
         for it in items:
             utt = it["utt"]
             try:
@@ -81,12 +80,6 @@ def dump_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
                     acc[s]["sumsq"] += np.square(f64).sum(0)
                     acc[s]["frames"] += f.shape[0]
             meta.append({"utt": utt, "frames": int(feats["feats"].shape[0])})
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-    for w in writers.values():
-        w.close()
     write_json(os.path.join(job_dir, "meta.json"), meta)
     if ctx["stats"]:
         write_json(os.path.join(job_dir, "stats.json"), {s: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in a.items()} for s, a in acc.items()})

@@ -7,8 +7,9 @@ audio file paths (wav/flac...), as in an official test set.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import kaldiio
 import numpy as np
@@ -63,6 +64,20 @@ class ArkWriter:
             self.close()
         else:
             self.abort()
+
+
+@contextlib.contextmanager
+def ark_writers(out_dir: str, names: Iterable[str]) -> Iterator[dict[str, ArkWriter]]:
+    """One ``ArkWriter`` per stream (``<out_dir>/<name>.ark/.scp``): all closed on success, all aborted on error."""
+    writers = {n: ArkWriter(os.path.join(out_dir, f"{n}.ark"), os.path.join(out_dir, f"{n}.scp")) for n in names}
+    try:
+        yield writers
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for w in writers.values():
+        w.close()
 
 
 def load_entry(value: str, name: str = "") -> np.ndarray:

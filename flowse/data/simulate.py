@@ -27,7 +27,7 @@ import numpy as np
 from flowse.data import jobdirs
 from flowse.data.audio import SAMPLE_RATE, AudioError
 from flowse.data.datadir import write_data_dir
-from flowse.data.kaldi import ArkWriter, load_audio
+from flowse.data.kaldi import ark_writers, load_audio
 from flowse.data.mixing import fit_noise, mix, random_segment, rms
 from flowse.data.rir import load_rir, reverberate, schroeder_rt60, target_rir
 from flowse.utils.config import check
@@ -175,8 +175,7 @@ def simulate_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
         logger.warning(f"set {name}: reverb_prob {sc['reverb_prob']} but {ctx['rir_scp']} is empty or missing; no reverberation")
     crossfade = int(g["noise_crossfade_ms"] * SAMPLE_RATE / 1000)
     meta = []
-    writers = {k: ArkWriter(os.path.join(job_dir, f"{k}.ark"), os.path.join(job_dir, f"{k}.scp")) for k in ("wav", "spk1", "noise1")}
-    try:
+    with ark_writers(job_dir, ("wav", "spk1", "noise1")) as writers:
         for it in items:
             utt = it["utt"]
             rng = jobdirs.key_rng(seed, name, utt)
@@ -224,12 +223,6 @@ def simulate_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
                 "target": kind, "clean": it["clean"], "clipped": m.clipped,
             }
             meta.append({"utt": utt, "spk": it["spk"], "samples": len(m.noisy), "info": info})
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-    for w in writers.values():
-        w.close()
     write_json(os.path.join(job_dir, "meta.json"), meta)
 
 
