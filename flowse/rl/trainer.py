@@ -418,8 +418,6 @@ class GRPOTrainer:
         names = list(allm[order[0]].keys()) if order else []
         metrics = {k: np.array([allm[i][k] for i in order]) for k in names}
         rec = {"step": self.step, "utts": len(order), **{f"eval/{k}": float(np.nanmean(v)) for k, v in metrics.items()}}
-        if order:
-            rec["eval/reward"] = float(np.mean(self.reward_fn.reward(metrics)))
         rec["time_eval"] = time.perf_counter() - t0
         self.eval_history.append(rec)
         return rec
