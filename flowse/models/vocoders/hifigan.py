@@ -256,6 +256,17 @@ def scaled_channels(n: int, width: float) -> int:
     return n if width == 1.0 else max(16, int(round(n * width / 16)) * 16)
 
 
+
+def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor,
+                fmap: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The discriminators' shared tail: leaky-ReLU conv stack, post conv, every activation kept for feature matching."""
+    for layer in convs:
+        x = F.leaky_relu(layer(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
+
 class DiscriminatorP(nn.Module):
     def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False,
                  width: float = 1.0):
@@ -278,12 +289,7 @@ class DiscriminatorP(nn.Module):
             x = F.pad(x, (0, n_pad), "reflect")
             t = t + n_pad
         x = x.view(b, c, t // self.period, self.period)
-        for layer in self.convs:
-            x = F.leaky_relu(layer(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.convs, self.conv_post, x, fmap)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -319,12 +325,7 @@ class DiscriminatorS(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fmap = []
-        for layer in self.convs:
-            x = F.leaky_relu(layer(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.convs, self.conv_post, x, fmap)
 
 
 class MultiScaleDiscriminator(nn.Module):
