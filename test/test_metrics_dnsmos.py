@@ -8,7 +8,8 @@ import torch
 
 from flowse.metrics.config import DnsmosConfig
 from flowse.metrics.dnsmos import (
-    DNSMOS, MODEL_FILES, WINDOW, P808Features, reference_windows, sha256, speechmos_model_dir,
+    DNSMOS, MODEL_FILES, POLY_BAK, POLY_OVRL, POLY_SIG, WINDOW, P808Features, reference_windows, sha256,
+    speechmos_model_dir,
 )
 from flowse.metrics.melspec import mel_filters
 
@@ -99,6 +100,8 @@ def test_dedup_shared_trunk_and_level_sensitivity(dnsmos, monkeypatch):
     calls = []
     orig = dnsmos._run_p835
     monkeypatch.setattr(dnsmos, "_run_p835", lambda w: calls.append(len(w)) or orig(w))
+    trunk = dnsmos.trunk
+    monkeypatch.setattr(dnsmos, "trunk", None)  # per-window scoring (the trunk paths are tested below)
     one = speechlike(1.0, seed=3)
     single = dnsmos.score([one])
     both = dnsmos.score([one, 0.1 * one])
@@ -110,7 +113,36 @@ def test_dedup_shared_trunk_and_level_sensitivity(dnsmos, monkeypatch):
     assert abs(both["SIG"][1] - both["SIG"][0]) > 1e-3  # a quieter copy scores differently: no normalisation
     # the shared trunk (convolutions once over the 1100-frame span, in 2 chunks) equals per-window scoring;
     # MAX_SPAN 1000 also splits the windows into groups [0 s, 1 s] and [2 s]
-    monkeypatch.setattr(dnsmos.trunk, "MAX_SPAN", 1000)
+    monkeypatch.setattr(trunk, "MAX_SPAN", 1000)
     clip = speechlike(12.1, seed=4)
     starts = [0, 16000, 32000]
-    np.testing.assert_allclose(dnsmos.trunk.clip_raw(clip, starts), orig(reference_windows(clip)), atol=1e-5)
+    np.testing.assert_allclose(trunk.clip_raw(clip, starts), orig(reference_windows(clip)), atol=1e-5)
+
+
+def test_p808_skipped_when_not_wanted(dnsmos, monkeypatch):
+    clips = [speechlike(2.0, seed=5), speechlike(3.3, seed=6)]
+    full = dnsmos.score(clips)
+    calls = []
+    monkeypatch.setattr(dnsmos, "_run_p808", lambda w: calls.append(len(w)))
+    lean = dnsmos.score(clips, p808=False)
+    assert calls == [] and sorted(lean) == ["BAK", "OVRL", "SIG"]
+    for k in lean:
+        np.testing.assert_array_equal(lean[k], full[k])
+
+
+def test_periodic_trunk_equals_reference(dnsmos, monkeypatch):
+    """Short clips of a multiple of 160 samples take the one-period trunk; values equal per-window scoring."""
+    orig = dnsmos._run_p835
+    spans = []
+    trunk = dnsmos.trunk._trunk
+    monkeypatch.setattr(dnsmos.trunk, "_trunk", lambda f: spans.append(f.shape[2]) or trunk(f))
+    for sec, seed in ((0.04, 1), (1.6, 2), (2.0, 3), (3.2, 4)):
+        clip = speechlike(sec, seed=seed)
+        assert len(clip) % 160 == 0
+        spans.clear()
+        got = dnsmos.score([clip], p808=False)
+        raw = orig(reference_windows(clip))
+        assert sorted(set(spans)) == sorted({len(clip) // 160 + 16, 12})  # one period + halo; edge chunks
+        np.testing.assert_allclose(got["OVRL"][0], POLY_OVRL(raw[:, 2]).mean(), atol=2e-5)
+        np.testing.assert_allclose(got["SIG"][0], POLY_SIG(raw[:, 0]).mean(), atol=2e-5)
+        np.testing.assert_allclose(got["BAK"][0], POLY_BAK(raw[:, 1]).mean(), atol=2e-5)

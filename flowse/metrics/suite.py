@@ -98,7 +98,7 @@ class MetricSuite:
             if ref is not None:
                 ref[i] = np.zeros_like(ref[i])
         if any(m in wanted for m in ("SIG", "BAK", "OVRL", "P808")):
-            d = self.dnsmos.score(est)
+            d = self.dnsmos.score(est, p808="P808" in wanted)
             for m in ("SIG", "BAK", "OVRL", "P808"):
                 if m in wanted:
                     res.values[m] = d[m]
