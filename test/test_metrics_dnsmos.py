@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from signals import speechlike
 from flowse.metrics.config import DnsmosConfig
 from flowse.metrics.dnsmos import (
     DNSMOS, MODEL_FILES, POLY_BAK, POLY_OVRL, POLY_SIG, WINDOW, P808Features, reference_windows, sha256,
@@ -14,15 +15,6 @@ from flowse.metrics.dnsmos import (
 from flowse.metrics.melspec import mel_filters
 
 
-def speechlike(sec: float, f0: float = 140.0, seed: int = 0, noise: float = 0.01) -> np.ndarray:
-    """Harmonic voice with syllable-rate amplitude modulation, pauses and a little noise."""
-    rng = np.random.default_rng(seed)
-    n = int(sec * 16000)
-    t = np.arange(n) / 16000
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 2.7 * t))) / 16000
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * 3.1 * t + seed), 0, None) ** 0.5
-    return (0.08 * voice * env + noise * rng.standard_normal(n)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,13 @@
 import numpy as np
 import pytest
 
+import signals
 from flowse.metrics.intrusive import MetricUndefined, estoi, pesq_wb, si_sdr
 from flowse.metrics.suite import MetricSuite, sanitize
 
 
 def speechlike(sec: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sec * 16000)) / 16000
-    phase = 2 * np.pi * np.cumsum(140 * (1 + 0.1 * np.sin(2 * np.pi * 2.7 * t))) / 16000
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * 3.1 * t + seed), 0, None) ** 0.5
-    return (0.08 * voice * env + 0.001 * rng.standard_normal(t.size)).astype(np.float32)
+    return signals.speechlike(sec, seed=seed, noise=0.001)
 
 
 def test_si_sdr_known_values():

@@ -3,17 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from signals import speechlike
 from flowse.metrics.reward import RewardConfig, RewardModel
 from flowse.utils.config import ConfigError, load_config
 
 
-def speechlike(sec: float, f0: float = 140.0, seed: int = 0, noise: float = 0.01) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sec * 16000)) / 16000
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 2.7 * t))) / 16000
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * 3.1 * t + seed), 0, None) ** 0.5
-    return (0.08 * voice * env + noise * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def test_config_validation():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import signals
 from flowse.bin import make_results, score
 from flowse.data.kaldi import ArkWriter
 from flowse.metrics.intrusive import si_sdr
@@ -15,11 +16,7 @@ from flowse.utils.fileio import read_kv
 
 
 def speechlike(sec: float, f0: float = 140.0, seed: int = 0, sr: int = 16000) -> np.ndarray:
-    t = np.arange(int(sec * sr)) / sr
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 2.7 * t))) / sr
-    voice = sum(np.sin(k * phase) / k for k in range(1, 6))
-    env = np.clip(np.sin(2 * np.pi * 3.1 * t + seed), 0, None) ** 0.5
-    return (0.1 * voice * env).astype(np.float32)
+    return signals.speechlike(sec, f0, seed, noise=0.0, gain=0.1, harmonics=5, sr=sr)
 
 
 @pytest.fixture()

@@ -3,20 +3,13 @@ import numpy as np
 import pytest
 import torch
 
+from signals import speechlike
 from flowse.metrics.config import SpeakerConfig
 from flowse.metrics.speaker import (
     OnnxEmbedder, SpeakerSimilarity, cosine_rows, normalize_volume, partial_slices, trim_long_silences,
 )
 
 
-def speechlike(sec: float, f0: float = 140.0, seed: int = 0, noise: float = 0.01, gain: float = 0.08) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(sec * 16000)
-    t = np.arange(n) / 16000
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 2.7 * t))) / 16000
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * 3.1 * t + seed), 0, None) ** 0.5
-    return (gain * voice * env + noise * rng.standard_normal(n)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -232,29 +232,30 @@ class SharedTrunk:
         feats = self.log_power(np.concatenate([clip, clip[:160]]))  # [q, 161]: frame q-1 wraps around
         halo = 2 * self.EDGE
         period = self._trunk(feats[np.arange(-halo, q + halo) % q][None, None])[0][:, halo : halo + q]
-        offs = [p // 160 for p in phases]
-        e, c = self.EDGE, self.EDGE_CHUNK
-        edges = np.stack([feats[(f + o + np.arange(c)) % q] for f in offs for o in (0, P808_FRAMES - c)])[:, None]
-        fixed = self._trunk(edges)
-        raw = np.empty((len(phases), 3), dtype=np.float32)
-        for k, f in enumerate(offs):
-            win = period[:, (f + np.arange(P808_FRAMES)) % q]
-            win[:, :e] = fixed[2 * k][:, :e]
-            win[:, -e:] = fixed[2 * k + 1][:, -e:]
-            raw[k] = self.head.run(None, {self.TRUNK_OUT: win[None]})[0][0]
-        return raw
+        frames = lambda f, n: (f + np.arange(n)) % q  # noqa: E731  (periodic frame indices)
+        return self._heads([p // 160 for p in phases], lambda f, n: feats[frames(f, n)],
+                           lambda f: period[:, frames(f, P808_FRAMES)])
 
     def _group_raw(self, tiled: np.ndarray, starts: list[int]) -> np.ndarray:
         s0 = starts[0]
         feats = self.log_power(tiled[s0 : starts[-1] + WINDOW])
         trunk = self.span_trunk(feats)
-        offs = [(s - s0) // 160 for s in starts]
+        return self._heads([(s - s0) // 160 for s in starts], lambda f, n: feats[f : f + n],
+                           lambda f: trunk[:, f : f + P808_FRAMES].copy())
+
+    def _heads(self, offs: list[int], feats_at, trunk_at) -> np.ndarray:
+        """Raw outputs ``[len(offs), 3]`` of the windows starting at frames ``offs``.
+
+        ``feats_at(f, n)``: ``n`` log-power frames from frame ``f``; ``trunk_at(f)``: a
+        writable ``[32, 900, 161]`` trunk output of the window at ``f`` whose ``EDGE``
+        frames at each end are replaced here by the trunk of ``EDGE_CHUNK``-frame edge
+        chunks (where the per-window model sees zero padding); then the head runs.
+        """
         e, c = self.EDGE, self.EDGE_CHUNK
-        edges = np.stack([feats[f + o : f + o + c] for f in offs for o in (0, P808_FRAMES - c)])[:, None]
-        fixed = self._trunk(edges)
-        raw = np.empty((len(starts), 3), dtype=np.float32)
+        fixed = self._trunk(np.stack([feats_at(f + o, c) for f in offs for o in (0, P808_FRAMES - c)])[:, None])
+        raw = np.empty((len(offs), 3), dtype=np.float32)
         for k, f in enumerate(offs):
-            win = trunk[:, f : f + P808_FRAMES].copy()
+            win = trunk_at(f)
             win[:, :e] = fixed[2 * k][:, :e]
             win[:, -e:] = fixed[2 * k + 1][:, -e:]
             raw[k] = self.head.run(None, {self.TRUNK_OUT: win[None]})[0][0]
