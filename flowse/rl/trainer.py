@@ -242,18 +242,63 @@ class GRPOTrainer:
             p.grad = flat[off : off + n].view_as(p).clone()
             off += n
 
-    def _policy_update(self, rounds: list[_Round], adv_all: np.ndarray, keep_all: np.ndarray,
-                       iteration: int) -> dict[str, float]:
-        """Exactly ``updates_per_iter`` optimizer steps (fewer only when too few transitions were kept)."""
-        ro, tc = self.cfg.rollout, self.cfg.train
+    def _transition_list(self, iteration: int, keep_all: np.ndarray) -> list[tuple[int, int, int]]:
+        """The kept transitions ``(round, candidate, window step)`` of an iteration, the same on every rank."""
+        ro = self.cfg.rollout
         n_cand = ro.prompts_per_round * ro.group_size
-        # the global transition list (round, candidate, step), the same on every rank
         gl: list[tuple[int, int, int]] = []
         for r in range(ro.rounds_per_iter):
             _, window = self.round_schedule(iteration, r)
             for c in range(n_cand):
                 if keep_all[r * n_cand + c]:
                     gl += [(r, c, j) for j in range(len(window))]
+        return gl
+
+    def _accumulate(self, own: list[tuple[int, int, int]], mine: dict[int, _Round], adv_all: np.ndarray, n_u: int,
+                    sums: dict) -> tuple[float, float, float]:
+        """Backward of Eq. 9 over this rank's transitions ``own`` of an update of ``n_u`` (all ranks) transitions.
+
+        Adds the gradient (weight ``1 / n_u`` per transition) to ``.grad`` and the loss terms to ``sums``;
+        returns (min ratio, max ratio, max |ratio - 1|).
+        """
+        ro, tc = self.cfg.rollout, self.cfg.train
+        n_cand = ro.prompts_per_round * ro.group_size
+        rmin, rmax, dev = math.inf, -math.inf, 0.0
+        for s in range(0, len(own), tc.train_batch_size):
+            items = own[s : s + tc.train_batch_size]
+            # rollout transitions are stored step-major: row = j * candidates + c
+            tr = Transitions.cat([mine[r].tr.index(torch.tensor([j * n_cand + c], device=self.device))
+                                  for r, c, j in items])
+            cond = torch.cat([mine[r].cond[c : c + 1] for r, c, _ in items])
+            mask = torch.cat([mine[r].mask[c : c + 1] for r, c, _ in items])
+            adv = torch.tensor([adv_all[r * n_cand + c] for r, c, _ in items], dtype=torch.float32,
+                               device=self.device)
+            logp, mean, std = transition_log_prob(self.velocity, tr, cond, mask, ro.noise_level)
+            kl = None
+            if tc.beta > 0:
+                with torch.no_grad(), reference_policy(self.model):
+                    _, mean_ref, _ = transition_log_prob(self.velocity, tr, cond, mask, ro.noise_level)
+                kl = gaussian_kl_equal_std(mean, mean_ref, std, mask)
+            terms = grpo_loss(logp, tr.log_prob, adv, tc.clip_range, kl, tc.beta)
+            (terms.loss.sum() / n_u).backward()
+            sums["ratio"] += float(terms.ratio.sum())
+            sums["clip"] += float(terms.clipped.float().sum())
+            sums["kl"] += float(terms.kl.sum())
+            sums["policy"] += float(terms.policy.sum())
+            sums["n"] += len(items)
+            rmin, rmax = min(rmin, float(terms.ratio.min())), max(rmax, float(terms.ratio.max()))
+            dev = max(dev, float((terms.ratio - 1).abs().max()))
+        self._all_reduce_grads()
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        return rmin, rmax, dev
+
+    def _policy_update(self, rounds: list[_Round], adv_all: np.ndarray, keep_all: np.ndarray,
+                       iteration: int) -> dict[str, float]:
+        """Exactly ``updates_per_iter`` optimizer steps (fewer only when too few transitions were kept)."""
+        tc = self.cfg.train
+        gl = self._transition_list(iteration, keep_all)
         n_updates = min(tc.updates_per_iter, len(gl))
         stats = {"transitions": len(gl), "updates": n_updates}
         if n_updates == 0:
@@ -266,38 +311,12 @@ class GRPOTrainer:
         for u, chunk in enumerate(chunks):
             if self.step >= self.cfg.max_steps:
                 break
-            n_u = len(chunk)
             own = [gl[i] for i in chunk if gl[i][0] in mine]
             self.optimizer.zero_grad(set_to_none=True)
-            for s in range(0, len(own), tc.train_batch_size):
-                items = own[s : s + tc.train_batch_size]
-                # rollout transitions are stored step-major: row = j * candidates + c
-                tr = Transitions.cat([mine[r].tr.index(torch.tensor([j * n_cand + c], device=self.device))
-                                      for r, c, j in items])
-                cond = torch.cat([mine[r].cond[c : c + 1] for r, c, _ in items])
-                mask = torch.cat([mine[r].mask[c : c + 1] for r, c, _ in items])
-                adv = torch.tensor([adv_all[r * n_cand + c] for r, c, _ in items], dtype=torch.float32,
-                                   device=self.device)
-                logp, mean, std = transition_log_prob(self.velocity, tr, cond, mask, ro.noise_level)
-                kl = None
-                if tc.beta > 0:
-                    with torch.no_grad(), reference_policy(self.model):
-                        _, mean_ref, _ = transition_log_prob(self.velocity, tr, cond, mask, ro.noise_level)
-                    kl = gaussian_kl_equal_std(mean, mean_ref, std, mask)
-                terms = grpo_loss(logp, tr.log_prob, adv, tc.clip_range, kl, tc.beta)
-                (terms.loss.sum() / n_u).backward()
-                sums["ratio"] += float(terms.ratio.sum())
-                sums["clip"] += float(terms.clipped.float().sum())
-                sums["kl"] += float(terms.kl.sum())
-                sums["policy"] += float(terms.policy.sum())
-                sums["n"] += len(items)
-                rmin, rmax = min(rmin, float(terms.ratio.min())), max(rmax, float(terms.ratio.max()))
-                if u == 0:
-                    onpolicy_dev = max(onpolicy_dev, float((terms.ratio - 1).abs().max()))
-            self._all_reduce_grads()
-            for p in self.params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
+            lo, hi, dev = self._accumulate(own, mine, adv_all, len(chunk), sums)
+            rmin, rmax = min(rmin, lo), max(rmax, hi)
+            if u == 0:
+                onpolicy_dev = dev
             gnorm = torch.nn.utils.clip_grad_norm_(self.params, tc.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
@@ -315,12 +334,36 @@ class GRPOTrainer:
             })
         return stats
 
+    def policy_gradient(self, iteration: int) -> torch.Tensor:
+        """The gradient of Eq. 9 over ALL kept transitions of ``iteration``'s collection, at the current
+        parameters, flattened over the LoRA parameters ``[P]`` (summed over ranks); no optimizer step.
+
+        On-policy the ratio is 1 and the KL to the reference is 0 at the reference, so this is the
+        plain policy-gradient estimate ``-mean(A grad log p)`` that one update of a whole iteration
+        would follow. ``flowse.rl.snr`` compares such estimates of independent iterations.
+        """
+        rounds, _, _, adv, _ = self._collect(iteration)
+        gl = self._transition_list(iteration, adv.keep)
+        for p in self.params:
+            p.grad = None
+        if not gl:
+            return torch.zeros(sum(p.numel() for p in self.params))
+        mine = {rd.index: rd for rd in rounds}
+        sums = {"ratio": 0.0, "clip": 0.0, "kl": 0.0, "policy": 0.0, "n": 0}
+        self._accumulate([t for t in gl if t[0] in mine], mine, adv.values, len(gl), sums)
+        grad = torch.cat([p.grad.detach().flatten() for p in self.params]).float().cpu()
+        for p in self.params:
+            p.grad = None
+        return grad
+
     # ------------------------------------------------------------------ iteration
-    def run_iteration(self) -> dict:
-        """Collect, score, update; returns (and records) the iteration's logged values."""
-        it = self.iteration
+    def _collect(self, it: int):
+        """Rollouts + metrics of this rank's rounds, rewards and advantages over all ranks' candidates.
+
+        Returns ``(rounds, metrics [all candidates], rewards, Advantages, times)``; ``times`` holds this
+        rank's rollout / vocoder / reward / score seconds and the exchange (gather + advantages).
+        """
         ro = self.cfg.rollout
-        t_start = time.perf_counter()
         rounds: list[_Round] = []
         times = {"rollout": 0.0, "vocoder": 0.0, "reward": 0.0, "score": 0.0}
         for r in self.my_rounds():
@@ -328,16 +371,24 @@ class GRPOTrainer:
             rounds.append(rd)
             for k, v in tm.items():
                 times[k] = times.get(k, 0.0) + v
-        t_collect = time.perf_counter()
+        t0 = time.perf_counter()
         gathered = {}
         for part in all_gather_object([(rd.index, rd.metrics) for rd in rounds]):
             gathered.update(dict(part))
         names = list(gathered[0].keys())
         metrics = {k: np.concatenate([gathered[r][k] for r in range(ro.rounds_per_iter)]) for k in names}
         rewards = self.reward_fn.reward(metrics)
-        n_cand = ro.prompts_per_round * ro.group_size
         groups = np.repeat(np.arange(ro.rounds_per_iter * ro.prompts_per_round), ro.group_size)
         adv = group_advantages(rewards, groups, self.cfg.train.adv_clip, self.cfg.train.adv_eps)
+        times["exchange"] = time.perf_counter() - t0
+        return rounds, metrics, rewards, adv, times
+
+    def run_iteration(self) -> dict:
+        """Collect, score, update; returns (and records) the iteration's logged values."""
+        it = self.iteration
+        ro = self.cfg.rollout
+        t_start = time.perf_counter()
+        rounds, metrics, rewards, adv, times = self._collect(it)
         self.last_advantages = adv
         self.last_rewards = rewards
         t_up = time.perf_counter()
@@ -366,7 +417,7 @@ class GRPOTrainer:
             **upd,
             # per-rank wall times are maxed: the slowest rank sets the pace
             **{f"time_{k}": max(t[k] for t in times_all) for k in ("rollout", "vocoder", "reward")},
-            "time_exchange": t_up - t_collect, "time_update": t_end - t_up, "time_total": t_end - t_start,
+            "time_exchange": times["exchange"], "time_update": t_end - t_up, "time_total": t_end - t_start,
             "samples_per_s": len(rewards) / max(t_end - t_start, 1e-9),
         }
         self.iteration += 1

@@ -1,0 +1,51 @@
+"""Assemble a ``GRPOTrainer`` from recipe directories (stage 5 and the GRPO diagnostics share it)."""
+from __future__ import annotations
+
+import os
+
+from flowse.rl.config import GRPOConfig
+from flowse.utils.log import get_logger
+
+logger = get_logger(__name__)
+
+
+def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: str, dist, exp_dir: str | None = None,
+                       train_set: str = "train", valid_set: str = "valid"):
+    """The pretrained model of ``init_dir`` with LoRA, its vocoder + reward models, the prompt sets.
+
+    Prompts: ``<dump_dir>/<train_set>/feats.scp`` with ``<data_dir>/<train_set>/{wav,spk1}.scp``;
+    held-out prompts from ``valid_set`` when it was dumped. Returns ``(trainer, model_cfg, vocoder_dir)``.
+    """
+    from flowse.metrics.config import NEEDS_REF
+    from flowse.metrics.reward import RewardModel
+    from flowse.models.io import load_model_dir, read_vocoder_dir
+    from flowse.models.vocoders import load_vocoder
+    from flowse.rl.lora import apply_lora, count_lora_parameters
+    from flowse.rl.prompts import PromptSet
+    from flowse.rl.reward_fn import AudioReward
+    from flowse.rl.trainer import GRPOTrainer
+
+    model, model_cfg = load_model_dir(init_dir, dist.device)
+    vocoder_dir = read_vocoder_dir(init_dir)
+    if vocoder_dir is None:
+        raise FileNotFoundError(f"{init_dir}: no vocoder_dir file; the GRPO reward needs the model's vocoder")
+    vocoder = load_vocoder(vocoder_dir, dist.device)
+    reward_model = RewardModel(cfg.reward, str(dist.device))
+    need_ref = any(m in NEEDS_REF for m in reward_model.metrics)
+    hop = vocoder.hop_length
+    min_frames = max(1, int(cfg.rollout.min_seconds * vocoder.sample_rate / hop))
+    prompts = PromptSet.from_dirs(os.path.join(dump_dir, train_set), os.path.join(data_dir, train_set), need_ref,
+                                  hop, min_frames)
+    eval_prompts = None
+    if os.path.exists(os.path.join(dump_dir, valid_set, "feats.scp")):
+        eval_prompts = PromptSet.from_dirs(os.path.join(dump_dir, valid_set), os.path.join(data_dir, valid_set),
+                                           need_ref, hop, 1)
+    else:
+        logger.warning("no %s set in %s: no held-out evaluation", valid_set, dump_dir)
+    apply_lora(model, cfg.lora)
+    logger.info("GRPO from %s (vocoder %s): %d LoRA parameters, %d prompts, %d held-out; reward %s, logged %s",
+                init_dir, vocoder_dir, count_lora_parameters(model), len(prompts),
+                len(eval_prompts) if eval_prompts else 0, cfg.reward.metrics, reward_model.metrics)
+    trainer = GRPOTrainer(model, cfg, AudioReward(vocoder, reward_model), prompts, dist, exp_dir, eval_prompts, hop,
+                          vocoder.sample_rate)
+    return trainer, model_cfg, vocoder_dir
