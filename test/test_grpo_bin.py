@@ -147,3 +147,28 @@ def test_grpo_configs_load_and_bad_values_are_named():
         load_config(GRPOConfig, None, ["--rollout.group_size", "1"])
     with pytest.raises(ConfigError, match="allowed keys"):
         load_config(GRPOConfig, None, ["--train.lrr", "1"])
+
+
+def test_grpo_snr_cli_writes_and_reuses_estimates(recipe, capsys):
+    from flowse.bin import grpo_snr
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(recipe)
+        out = os.path.join(recipe, "snr.pt")
+        args = ["--config", os.path.join(RECIPE, "conf", "tiny", "grpo.yaml"), "--init_dir", "exp/pretrain",
+                "--data_dir", "data", "--dump_dir", "dump", "--device", "cpu", "--reward.metrics", "[SISDR]",
+                "--reward.log_metrics", "[SISDR]", "--out", out]
+        assert grpo_snr.main(args + ["--estimates", "3"]) == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        saved = torch.load(out, weights_only=True)
+        assert len(saved["grads"]) == 3 and res["estimates"] == 3 and res["candidates"] == saved["candidates"] == 4
+        assert all(float(g.norm()) > 0 for g in saved["grads"])  # SI-SDR differs between candidates
+        assert abs(res["grad_norm"] - float(torch.stack(saved["grads"]).double().pow(2).sum(1).mean().sqrt())) < 1e-9
+        assert grpo_snr.main(args + ["--estimates", "4"]) == 0  # three reused, one more collected
+        assert len(torch.load(out, weights_only=True)["grads"]) == 4
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["estimates"] == 4
+        with pytest.raises(SystemExit):
+            grpo_snr.main(args + ["--estimates", "2"])
+    finally:
+        os.chdir(cwd)
