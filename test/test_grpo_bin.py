@@ -168,6 +168,8 @@ def test_grpo_snr_cli_writes_and_reuses_estimates(recipe, capsys):
         assert grpo_snr.main(args + ["--estimates", "4"]) == 0  # three reused, one more collected
         assert len(torch.load(out, weights_only=True)["grads"]) == 4
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["estimates"] == 4
+        with pytest.raises(ValueError, match="first_iteration"):  # estimates of other iterations are not reused
+            grpo_snr.main(args + ["--estimates", "4", "--first_iteration", "5"])
         with pytest.raises(SystemExit):
             grpo_snr.main(args + ["--estimates", "2"])
     finally:

@@ -6,6 +6,7 @@ import pytest
 
 from flowse.bin.compare_grpo import main
 from flowse.rl.compare import check_comparable, load_history, paired_differences
+from flowse.train.plot import read_metrics
 
 
 def _write(d, rewards, ovrl):
@@ -32,3 +33,9 @@ def test_paired_blocks_and_check(tmp_path, capsys):
         check_comparable(load_history(other), load_history(base))
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         load_history(str(tmp_path))
+    # a half-written last line (a live run's log): an error here, skipped by the curve plotter
+    with open(tmp_path / "base" / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 5, "rew')
+    with pytest.raises(json.JSONDecodeError):
+        load_history(base)
+    assert len(read_metrics(str(tmp_path / "base" / "metrics.jsonl"))) == 5

@@ -15,8 +15,6 @@ from flowse.metrics.dnsmos import (
 from flowse.metrics.melspec import mel_filters
 
 
-
-
 @pytest.fixture(scope="module")
 def dnsmos():
     return DNSMOS(DnsmosConfig(threads=1))

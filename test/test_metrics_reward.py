@@ -8,8 +8,6 @@ from flowse.metrics.reward import RewardConfig, RewardModel
 from flowse.utils.config import ConfigError, load_config
 
 
-
-
 def test_config_validation():
     with pytest.raises(ConfigError, match=r"unknown metric\(s\) \['MOS'\]; allowed: \['SIG', 'BAK', 'OVRL'"):
         RewardConfig(metrics=["MOS"])

@@ -10,8 +10,6 @@ from flowse.metrics.speaker import (
 )
 
 
-
-
 @pytest.fixture(scope="module")
 def resemblyzer():
     try:

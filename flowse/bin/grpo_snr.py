@@ -61,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         ro = cfg.rollout
         cands = ro.rounds_per_iter * ro.prompts_per_round * ro.group_size
         grads: list[torch.Tensor] = []
+        shape = {"candidates": cands, "first_iteration": args.first_iteration, "seed": cfg.seed}
         if args.out and os.path.exists(args.out):
-            grads = list(torch.load(args.out, weights_only=True)["grads"])[: args.estimates]
+            saved = torch.load(args.out, weights_only=True)
+            if {k: saved.get(k) for k in shape} != shape:
+                raise ValueError(f"{args.out} holds estimates of {({k: saved.get(k) for k in shape})}, not {shape}: "
+                                 "give another --out")
+            grads = list(saved["grads"])[: args.estimates]
             logger.info("%s: reusing %d gradient estimates", args.out, len(grads))
         for k in range(len(grads), args.estimates):
             t0 = time.perf_counter()
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         float(grads[-1].norm()), cands, time.perf_counter() - t0)
             if args.out and dist.is_main:
                 with atomic_open(args.out, "wb", encoding=None) as f:
-                    torch.save({"grads": grads, "candidates": cands}, f)
+                    torch.save({"grads": grads, **shape}, f)
         res = gradient_snr(torch.stack(grads), cands)
         if dist.is_main:
             print(res.summary())

@@ -12,10 +12,11 @@ not comparable.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
+
+from flowse.utils.fileio import read_jsonl
 
 
 def load_history(exp_dir: str) -> dict[int, dict]:
@@ -23,8 +24,7 @@ def load_history(exp_dir: str) -> dict[int, dict]:
     path = os.path.join(exp_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: not a GRPO exp dir (no metrics.jsonl)")
-    with open(path) as f:
-        return {r["iteration"]: r for r in map(json.loads, filter(str.strip, f))}
+    return {r["iteration"]: r for r in read_jsonl(path)}
 
 
 def paired_differences(run: dict[int, dict], base: dict[int, dict], key: str, block: int = 8

@@ -38,7 +38,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ from flowse.sampling.ode import ode_sample
 from flowse.sampling.sde import gaussian_kl_equal_std
 from flowse.utils.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from flowse.utils.distributed import DistInfo, all_gather_object
-from flowse.utils.fileio import atomic_open
+from flowse.utils.fileio import atomic_open, read_jsonl
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
@@ -93,9 +93,9 @@ class _Round:
     x1: torch.Tensor  # [N, T, F] normalised final estimates
 
 
-@dataclass
-class IterationStats:
-    values: dict = field(default_factory=dict)
+def _loss_sums() -> dict:
+    """Running sums of the per-transition loss terms of an iteration's updates."""
+    return {"ratio": 0.0, "clip": 0.0, "kl": 0.0, "policy": 0.0, "n": 0}
 
 
 class GRPOTrainer:
@@ -255,13 +255,14 @@ class GRPOTrainer:
         return gl
 
     def _accumulate(self, own: list[tuple[int, int, int]], mine: dict[int, _Round], adv_all: np.ndarray, n_u: int,
-                    sums: dict) -> tuple[float, float, float]:
+                    sums: dict | None = None) -> tuple[float, float, float]:
         """Backward of Eq. 9 over this rank's transitions ``own`` of an update of ``n_u`` (all ranks) transitions.
 
-        Adds the gradient (weight ``1 / n_u`` per transition) to ``.grad`` and the loss terms to ``sums``;
-        returns (min ratio, max ratio, max |ratio - 1|).
+        Adds the gradient (weight ``1 / n_u`` per transition) to ``.grad`` (summed over ranks) and, when
+        given, the loss terms to ``sums``; returns (min ratio, max ratio, max |ratio - 1|).
         """
         ro, tc = self.cfg.rollout, self.cfg.train
+        sums = sums if sums is not None else _loss_sums()
         n_cand = ro.prompts_per_round * ro.group_size
         rmin, rmax, dev = math.inf, -math.inf, 0.0
         for s in range(0, len(own), tc.train_batch_size):
@@ -306,7 +307,7 @@ class GRPOTrainer:
         perm = np.random.default_rng(_seed(self.cfg.seed, 5, iteration)).permutation(len(gl))
         chunks = np.array_split(perm, n_updates)
         mine = {rd.index: rd for rd in rounds}
-        sums = {"ratio": 0.0, "clip": 0.0, "kl": 0.0, "policy": 0.0, "n": 0}
+        sums = _loss_sums()
         rmin, rmax, onpolicy_dev = math.inf, -math.inf, 0.0
         for u, chunk in enumerate(chunks):
             if self.step >= self.cfg.max_steps:
@@ -349,8 +350,7 @@ class GRPOTrainer:
         if not gl:
             return torch.zeros(sum(p.numel() for p in self.params))
         mine = {rd.index: rd for rd in rounds}
-        sums = {"ratio": 0.0, "clip": 0.0, "kl": 0.0, "policy": 0.0, "n": 0}
-        self._accumulate([t for t in gl if t[0] in mine], mine, adv.values, len(gl), sums)
+        self._accumulate([t for t in gl if t[0] in mine], mine, adv.values, len(gl))
         grad = torch.cat([p.grad.detach().flatten() for p in self.params]).float().cpu()
         for p in self.params:
             p.grad = None
@@ -505,8 +505,8 @@ class GRPOTrainer:
         if path is None:
             return False
         self.load_state_dict(load_checkpoint(path, self.device))
-        self.history = [r for r in _read_jsonl(os.path.join(self.exp_dir, "metrics.jsonl")) if r["iteration"] < self.iteration]
-        self.eval_history = [r for r in _read_jsonl(os.path.join(self.exp_dir, "eval.jsonl")) if r["step"] <= self.step]
+        self.history = [r for r in read_jsonl(os.path.join(self.exp_dir, "metrics.jsonl")) if r["iteration"] < self.iteration]
+        self.eval_history = [r for r in read_jsonl(os.path.join(self.exp_dir, "eval.jsonl")) if r["step"] <= self.step]
         self._write_logs()
         logger.info("resumed from %s (step %d, iteration %d)", path, self.step, self.iteration)
         return True
@@ -580,9 +580,3 @@ class GRPOTrainer:
             with open(os.path.join(self.exp_dir, "eval.jsonl"), "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
 
-
-def _read_jsonl(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -1,28 +1,16 @@
 """Training curves: one PNG panel per metric of a ``metrics.jsonl`` (one JSON object per line with ``step``)."""
 from __future__ import annotations
 
-import json
 import math
-import os
 
-from flowse.utils.fileio import atomic_open
+from flowse.utils.fileio import atomic_open, read_jsonl
 
 DEFAULT_KEYS = ("loss", "valid_loss", "lr", "grad_norm", "audio_s_per_s")
 
 
 def read_metrics(path: str) -> list[dict]:
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    return out
+    """The metrics log of a (possibly still running) job; a half-written last line is skipped."""
+    return read_jsonl(path, skip_bad=True)
 
 
 def plot_metrics(metrics_path: str, png_path: str, keys: tuple[str, ...] | list[str] = DEFAULT_KEYS,

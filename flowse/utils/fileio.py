@@ -45,6 +45,24 @@ def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_jsonl(path: str, skip_bad: bool = False) -> list[dict]:
+    """The records of a JSON-lines file (``[]`` when it does not exist; blank lines ignored).
+
+    ``skip_bad`` drops lines that do not parse (a log being appended to by a live job).
+    """
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in filter(str.strip, f):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if not skip_bad:
+                    raise
+    return out
+
+
 def c_sorted(keys: Iterable[str]) -> list[str]:
     """Sort as ``LC_ALL=C sort`` does (byte order)."""
     return sorted(keys, key=lambda k: k.encode("utf-8"))

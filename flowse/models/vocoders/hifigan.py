@@ -256,7 +256,6 @@ def scaled_channels(n: int, width: float) -> int:
     return n if width == 1.0 else max(16, int(round(n * width / 16)) * 16)
 
 
-
 def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor,
                 fmap: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The discriminators' shared tail: leaky-ReLU conv stack, post conv, every activation kept for feature matching."""
@@ -266,6 +265,7 @@ def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor,
     x = conv_post(x)
     fmap.append(x)
     return torch.flatten(x, 1, -1), fmap
+
 
 class DiscriminatorP(nn.Module):
     def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False,
