@@ -1,7 +1,7 @@
 """flowse: flow-matching speech enhancement post-trained with online GRPO.
 
 Conventions used across the package:
-- audio: float32 mono waveforms at 16 kHz (``flowse.data.audio.SAMPLE_RATE``), range [-1, 1];
+- audio: float32 mono waveforms at 16 kHz (``flowse.features.audio.SAMPLE_RATE``), range [-1, 1];
 - mel features: ``[batch, frames, n_mels]`` tensors (Kaldi ark rows are frames);
 - flow time: t runs 0 (Gaussian noise) -> 1 (clean mel), the paper's SE convention.
 """

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flowse.data.audio import SAMPLE_RATE, resample, validate
-from flowse.data.mel import LogMel, MelConfig
+from flowse.features.audio import SAMPLE_RATE, resample, validate
+from flowse.features.mel import LogMel, MelConfig
 from flowse.sampling.ode import ode_sample
 from flowse.utils.config import check
 

@@ -112,7 +112,7 @@ def test_recipe_configs_load(conf):
 
     from conftest import RECIPE
     from flowse.data.corpus import CorpusConfig
-    from flowse.data.mel import MelConfig
+    from flowse.features.mel import MelConfig
 
     d = os.path.join(RECIPE, "conf", conf)
     corpus = load_config(CorpusConfig, os.path.join(d, "corpus.yaml"))

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from flowse.data.audio import write_wav
+from flowse.features.audio import write_wav
 from flowse.data.datadir import check_data_dir, make_spk2utt, read_utt2info, write_data_dir
 from flowse.data.kaldi import ArkWriter, ScpReader, iter_scp, load_audio
 from flowse.utils.fileio import read_kv

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.enhance import EnhanceConfig, Enhancer, chunk_spans, overlap_add
 from flowse.models.dit import DiTConfig
 from flowse.models.flowse_model import FlowConfig, FlowSE

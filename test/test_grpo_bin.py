@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from flowse.data.audio import write_wav
+from flowse.features.audio import write_wav
 from flowse.data.kaldi import ArkWriter
-from flowse.data.mel import LogMel
+from flowse.features.mel import LogMel
 from flowse.utils.config import ConfigError, load_config
 
 from conftest import RECIPE
@@ -50,7 +50,7 @@ def _make_set(root: str, name: str, n: int, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    from flowse.data.mel import MelConfig
+    from flowse.features.mel import MelConfig
     from flowse.models.io import save_model_dir
     from flowse.train.pretrain import PretrainConfig, build_model
     from flowse.utils.config import save_config

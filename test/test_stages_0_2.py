@@ -143,7 +143,7 @@ def test_stage1_data_dirs(recipe):
 def test_stage2_features(recipe):
     import torch
 
-    from flowse.data.mel import LogMel, MelConfig
+    from flowse.features.mel import LogMel, MelConfig
     from flowse.utils.config import load_config
 
     mel_cfg = load_config(MelConfig, os.path.join(recipe, "dump", "mel.yaml"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowse.data.mel import LogMel, MelConfig
+from flowse.features.mel import LogMel, MelConfig
 from flowse.models.vocoders import VocoderConfig, build_vocoder, load_vocoder
 from flowse.models.vocoders.config import GriffinLimConfig, MelGainConfig
 from flowse.models.vocoders.melgain import band_to_bin_matrix

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from flowse.data.mel import LogMel, MelConfig
+from flowse.features.mel import LogMel, MelConfig
 from flowse.models.vocoders import VocoderConfig, build_vocoder, load_vocoder
 from flowse.models.vocoders.config import HiFiGANConfig, HiFiGANTrainConfig, OnnxConfig
 from flowse.models.vocoders.hifigan import (
@@ -19,7 +19,7 @@ from flowse.models.vocoders.hifigan import (
     to_standard_state_dict,
     write_standard_config,
 )
-from flowse.models.vocoders.hifigan_train import HiFiGANTrainer
+from flowse.train.hifigan import HiFiGANTrainer
 from flowse.utils.checkpoint import save_checkpoint
 from flowse.utils.config import save_config
 from test_vocoder_api import speechlike

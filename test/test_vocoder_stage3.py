@@ -9,7 +9,7 @@ import yaml
 
 from flowse.bin import train_vocoder
 from flowse.data.kaldi import ArkWriter, iter_scp
-from flowse.data.mel import LogMel, MelConfig
+from flowse.features.mel import LogMel, MelConfig
 from flowse.models.vocoders import load_vocoder
 from flowse.models.vocoders.hifigan import Generator, to_standard_state_dict, write_standard_config
 from flowse.models.vocoders.config import HiFiGANConfig

@@ -44,7 +44,7 @@ logger = get_logger(__name__)
 
 def synthetic_prompts(n: int, seconds: float, hop: int = 256, sr: int = 16000, seed: int = 0):
     """Prompts of noisy harmonic signals with their log-mels (for timing only)."""
-    from flowse.data.mel import LogMel
+    from flowse.features.mel import LogMel
     from flowse.rl.prompts import PromptSet
 
     rng = np.random.default_rng(seed)
@@ -68,7 +68,7 @@ def build_reward(cfg: GRPOConfig, vocoder, device: torch.device):
 
 
 def load_or_build(init_dir: str | None, model_config: str, device: torch.device):
-    from flowse.data.mel import MelConfig
+    from flowse.features.mel import MelConfig
     from flowse.models.io import load_model_dir, read_vocoder_dir
     from flowse.models.vocoders import VocoderConfig, build_vocoder, load_vocoder
     from flowse.train.pretrain import PretrainConfig, build_model

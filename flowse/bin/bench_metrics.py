@@ -40,7 +40,7 @@ TEXT = [
 def _flite_speech(tmp: str) -> np.ndarray | None:
     if shutil.which("flite") is None:
         return None
-    from flowse.data.audio import read_audio
+    from flowse.features.audio import read_audio
 
     parts = []
     for i, text in enumerate(TEXT * 2):

@@ -4,7 +4,7 @@
         --sets "train valid test_no_reverb test_with_reverb" --nj 2 [--cmd local] [--force false] \\
         [--stats_sets train] [--hop_length 256 ...]
 
-The yaml holds ``flowse.data.mel.MelConfig`` keys. Writes ``<dump_dir>/<set>/``
+The yaml holds ``flowse.features.mel.MelConfig`` keys. Writes ``<dump_dir>/<set>/``
 (feats.scp, spk1_feats.scp when the set has spk1.scp, utt2num_frames, stats.json
 for --stats_sets) and the resolved mel config to ``<dump_dir>/mel.yaml``, which
 later stages read. A set already dumped with the same mel config and data is
@@ -19,7 +19,7 @@ import time
 
 from flowse.data import jobdirs
 from flowse.data.dump import STEP, dump_sets
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.utils.config import ConfigError, load_config, save_config, to_dict
 from flowse.utils.log import get_logger, setup_logging
 

@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import soundfile as sf
 
-from flowse.data.audio import SAMPLE_RATE, AudioError, write_wav
+from flowse.features.audio import SAMPLE_RATE, AudioError, write_wav
 from flowse.data.kaldi import load_entry
 from flowse.enhance import EnhanceConfig, Enhancer, to_mono_16k
 from flowse.utils.config import load_config, parse_overrides, save_config

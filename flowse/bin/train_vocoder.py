@@ -22,9 +22,9 @@ import shutil
 import numpy as np
 import yaml
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.models.vocoders import CONFIG_FILE, WEIGHTS_FILE, VocoderConfig, load_vocoder
-from flowse.models.vocoders.decode import vocoder_ceiling
+from flowse.vocode import vocoder_ceiling
 from flowse.utils import stage
 from flowse.utils.checkpoint import (
     checkpoint_path,
@@ -69,7 +69,7 @@ def prepare_hifigan(cfg: VocoderConfig, args: argparse.Namespace, dist: DistInfo
         read_standard_config,
         write_standard_config,
     )
-    from flowse.models.vocoders.hifigan_train import HiFiGANTrainer, SegmentDataset, train
+    from flowse.train.hifigan import HiFiGANTrainer, SegmentDataset, train
 
     weights = os.path.join(args.exp_dir, WEIGHTS_FILE)
     if cfg.pretrained:

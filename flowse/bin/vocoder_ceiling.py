@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from flowse.models.vocoders import load_vocoder
-from flowse.models.vocoders.decode import vocoder_ceiling
+from flowse.vocode import vocoder_ceiling
 from flowse.utils.distributed import init_distributed
 from flowse.utils.log import setup_logging
 

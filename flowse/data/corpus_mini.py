@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flowse.data import jobdirs
-from flowse.data.audio import SAMPLE_RATE, AudioError, read_audio, write_wav
+from flowse.features.audio import SAMPLE_RATE, AudioError, read_audio, write_wav
 from flowse.data.noise_synth import FAMILIES, make_noise
 from flowse.data.rir import RirSynthConfig, synth_rir
 from flowse.data.tts import TtsError, check_engines, speaker_id, synthesize

@@ -1,4 +1,4 @@
-"""Stage 2: log-mel features of the data dirs (``flowse.data.mel.LogMel``), written as Kaldi ark/scp.
+"""Stage 2: log-mel features of the data dirs (``flowse.features.mel.LogMel``), written as Kaldi ark/scp.
 
 Per set ``<dump_dir>/<set>/``: ``feats.scp`` (noisy ``wav.scp``), ``spk1_feats.scp``
 (clean ``spk1.scp``; absent when the set has no reference), ``utt2num_frames``
@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from flowse.data import jobdirs
-from flowse.data.audio import AudioError
+from flowse.features.audio import AudioError
 from flowse.data.kaldi import ark_writers, load_audio
 from flowse.utils.fileio import c_sorted, check_same_keys, read_kv, write_json, write_kv
 from flowse.utils.log import get_logger
@@ -46,7 +46,7 @@ def dump_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
     """Worker: log-mel of ``items`` into ``feats``/``spk1_feats`` arks, ``meta.json`` and partial ``stats.json``."""
     import torch
 
-    from flowse.data.mel import LogMel, MelConfig
+    from flowse.features.mel import LogMel, MelConfig
 
     torch.set_num_threads(1)
     mel = LogMel(MelConfig(**ctx["mel"]))

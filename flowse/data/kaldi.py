@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Mapping
 import kaldiio
 import numpy as np
 
-from flowse.data.audio import SAMPLE_RATE, AudioError, read_audio, resample, validate
+from flowse.features.audio import SAMPLE_RATE, AudioError, read_audio, resample, validate
 from flowse.utils.fileio import atomic_open, c_sorted, read_kv
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from flowse.data.audio import SAMPLE_RATE
+from flowse.features.audio import SAMPLE_RATE
 from flowse.data.mixing import crossfade_concat
 
 FAMILIES = ("white", "pink", "brown", "babble", "hum", "band", "modulated", "clicks")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flowse.data.audio import SAMPLE_RATE
+from flowse.features.audio import SAMPLE_RATE
 from flowse.utils.config import check
 
 
@@ -139,7 +139,7 @@ def load_rir(path: str, sr: int = SAMPLE_RATE, name: str = "") -> np.ndarray:
     """Read a RIR file: first channel (averaging microphones would smear the direct path), resampled, validated."""
     import soundfile as sf
 
-    from flowse.data.audio import AudioError, resample, validate
+    from flowse.features.audio import AudioError, resample, validate
 
     try:
         x, file_sr = sf.read(path, dtype="float32", always_2d=True)

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from flowse.data import jobdirs
-from flowse.data.audio import SAMPLE_RATE, AudioError
+from flowse.features.audio import SAMPLE_RATE, AudioError
 from flowse.data.datadir import write_data_dir
 from flowse.data.kaldi import ark_writers, load_audio
 from flowse.data.mixing import fit_noise, mix, random_segment, rms

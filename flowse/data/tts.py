@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from flowse.data.audio import SAMPLE_RATE, read_audio
+from flowse.features.audio import SAMPLE_RATE, read_audio
 
 INSTALL_HINT = "install them with: sudo apt-get install flite espeak-ng (or run tools/install.sh)"
 

@@ -27,7 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-from flowse.data.audio import SAMPLE_RATE, AudioError, read_audio
+from flowse.features.audio import SAMPLE_RATE, AudioError, read_audio
 from flowse.data.kaldi import load_entry
 from flowse.metrics.config import ALL_METRICS
 from flowse.metrics.suite import MetricSuite, sanitize

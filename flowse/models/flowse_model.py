@@ -15,7 +15,7 @@ Conventions (paper Sec. 2.1, SE time direction):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -49,6 +49,14 @@ class FlowConfig:
         check(self.cfg_strength >= 0.0, f"flow.cfg_strength must be >= 0, got {self.cfg_strength}")
         check(self.nfe >= 1, f"flow.nfe must be >= 1, got {self.nfe}")
         check(self.logit_std > 0, "flow.logit_std must be positive")
+
+
+@dataclass
+class FlowSEConfig:
+    """What builds a ``FlowSE``: the ``model`` (DiT size) and ``flow`` sections of a pretrain yaml."""
+
+    model: DiTConfig = field(default_factory=DiTConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
 
 
 class FlowSE(nn.Module):

@@ -2,9 +2,10 @@
 
 Layout:
 - ``model.pt``: ``{"model": FlowSE state_dict, "step": int}`` (atomic, loads with weights_only);
-- ``config.yaml``: the resolved pretrain config (``flowse.train.pretrain.PretrainConfig``) that
-  rebuilds the network; a ``model_config.yaml`` takes precedence when present (for exp dirs
-  whose ``config.yaml`` is another stage's config, e.g. a GRPO exp exporting a merged model);
+- ``config.yaml``: the resolved config of the stage that trained it; its ``model`` and ``flow``
+  sections (``FlowSEConfig``) rebuild the network, other sections are ignored here; a
+  ``model_config.yaml`` takes precedence when present (for exp dirs whose ``config.yaml`` is
+  another stage's config, e.g. a GRPO exp exporting a merged model);
 - ``vocoder_dir``: one line, the vocoder exp dir relative to the model dir (absolute paths
   are kept absolute when no relative path exists, e.g. across drives).
 """
@@ -13,9 +14,11 @@ from __future__ import annotations
 import os
 
 import torch
+import yaml
 
+from flowse.models.flowse_model import FlowSE, FlowSEConfig
 from flowse.utils.checkpoint import load_checkpoint, save_checkpoint
-from flowse.utils.config import load_config, save_config
+from flowse.utils.config import ConfigError, load_config, save_config
 from flowse.utils.fileio import write_text
 
 MODEL_FILE = "model.pt"
@@ -27,8 +30,8 @@ def save_model_dir(model, cfg, out_dir: str, vocoder_dir: str | None, step: int 
                    config_name: str = "config.yaml") -> None:
     """Write ``model.pt``, the config (``config_name``) and ``vocoder_dir`` into ``out_dir``.
 
-    ``model``: a FlowSE (its state_dict is saved as is, buffers included); ``cfg``: the
-    ``PretrainConfig`` that builds it; ``vocoder_dir``: path of the vocoder exp dir (absolute
+    ``model``: a FlowSE (its state_dict is saved as is, buffers included); ``cfg``: a config
+    with ``model`` and ``flow`` sections that builds it (``FlowSEConfig`` or a stage config); ``vocoder_dir``: path of the vocoder exp dir (absolute
     or relative to the current directory), stored relative to ``out_dir``.
     """
     if config_name not in CONFIG_FILES:
@@ -65,15 +68,25 @@ def read_vocoder_dir(model_dir: str) -> str | None:
     return os.path.normpath(value if os.path.isabs(value) else os.path.join(model_dir, value))
 
 
-def load_model_dir(model_dir: str, device: str | torch.device = "cpu"):
-    """``(FlowSE in eval mode on device, PretrainConfig)`` from a model dir."""
-    from flowse.train.pretrain import PretrainConfig, build_model
+def read_model_config(path: str) -> FlowSEConfig:
+    """The ``model`` and ``flow`` sections of a stage config yaml as a ``FlowSEConfig``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid yaml: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return load_config(FlowSEConfig, overrides={k: data[k] for k in ("model", "flow") if k in data})
 
+
+def load_model_dir(model_dir: str, device: str | torch.device = "cpu"):
+    """``(FlowSE in eval mode on device, FlowSEConfig)`` from a model dir."""
     weights = os.path.join(model_dir, MODEL_FILE)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found (not a model dir, or training has not finished)")
-    cfg = load_config(PretrainConfig, model_config_path(model_dir))
-    model = build_model(cfg)
+    cfg = read_model_config(model_config_path(model_dir))
+    model = FlowSE(cfg.model, cfg.flow)
     state = load_checkpoint(weights)
     try:
         model.load_state_dict(state["model"])

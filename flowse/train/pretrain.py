@@ -20,7 +20,7 @@ import torch
 from flowse.data.dataset import BatchLoader, DataConfig, MelPairDataset, collate, read_stats
 from flowse.data.batching import make_batches
 from flowse.models.dit import DiTConfig, count_parameters
-from flowse.models.flowse_model import FlowConfig, FlowSE
+from flowse.models.flowse_model import FlowConfig, FlowSE, FlowSEConfig
 from flowse.train.trainer import TrainConfig, Trainer
 from flowse.utils.config import check
 from flowse.utils.distributed import DistInfo, barrier, init_distributed
@@ -52,7 +52,7 @@ class PretrainConfig:
         check(self.valid_sample_utts >= 0, "valid_sample_utts must be >= 0")
 
 
-def build_model(cfg: PretrainConfig, stats: dict | None = None) -> FlowSE:
+def build_model(cfg: PretrainConfig | FlowSEConfig, stats: dict | None = None) -> FlowSE:
     return FlowSE(cfg.model, cfg.flow, stats)
 
 

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.models.vocoders.base import Vocoder
 from flowse.models.vocoders.config import VOCODER_TYPES, VocoderConfig
 from flowse.utils.config import load_config

@@ -1,7 +1,7 @@
 """The vocoder interface every consumer (stage 3 ceiling, enhancement, GRPO rewards) calls.
 
 ``decode(mel, lengths, noisy)``:
-- ``mel``: ``[B, T, n_mels]`` natural-log mel in the flowse.data.mel convention;
+- ``mel``: ``[B, T, n_mels]`` natural-log mel in the flowse.features.mel convention;
 - ``lengths``: ``[B]`` valid frames per item (``None``: all ``T``);
 - ``noisy``: ``[B, n]`` noisy waveform, required when ``needs_noisy`` (mel-gain), ignored otherwise;
 - returns float32 ``[B, T * hop]``; samples at or beyond ``lengths * hop`` are zero.
@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 
 
 def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.utils.config import check
 
 VOCODER_TYPES = ("griffinlim", "melgain", "hifigan", "onnx")
@@ -120,7 +120,7 @@ class HiFiGANTrainConfig:
 @dataclass
 class OnnxConfig:
     """A user-exported vocoder: input ``mel`` float32 ``[B, n_mels, T]`` (natural-log mel of
-    flowse.data.mel), output waveform ``[B, n]`` or ``[B, 1, n]``, ``n >= T * hop``."""
+    flowse.features.mel), output waveform ``[B, n]`` or ``[B, 1, n]``, ``n >= T * hop``."""
 
     path: str = ""  # stage 3 copies it into the exp dir as vocoder.onnx; relative paths resolve there
     input_name: str = ""  # default: the model's first input

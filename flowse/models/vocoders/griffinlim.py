@@ -3,14 +3,14 @@
 Inverse mel: the minimum-norm least-squares magnitude ``mel @ pinv(fbank)`` clamped at 0,
 optionally refined by multiplicative NNLS updates (Lee & Seung) that keep it non-negative.
 Phase: fast Griffin-Lim (Perraudin et al. 2013; torchaudio's momentum form, 0.99 -> 0.99/1.99)
-with the STFT framing of flowse.data.mel. Batched; deterministic for a given seed.
+with the STFT framing of flowse.features.mel. Batched; deterministic for a given seed.
 Quality is limited (phasiness, buzzy voiced speech): it is the always-available fallback.
 """
 from __future__ import annotations
 
 import torch
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.models.vocoders.base import Vocoder
 from flowse.models.vocoders.config import GriffinLimConfig
 from flowse.models.vocoders.stft import MelFraming

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.models.vocoders.base import Vocoder
 from flowse.models.vocoders.config import HiFiGANConfig
 

@@ -5,7 +5,7 @@ mel band m, where the noisy log-mel is computed here from ``noisy`` exactly as t
 features are. Band gains map to the linear-frequency bins through the filterbank transposed
 and normalised per bin (a bin's gain is the weighted mean of the gains of the bands that
 cover it; a bin no band covers takes the gain of the band with the nearest centre). The gain
-multiplies the noisy STFT (same framing as flowse.data.mel) and the inverse STFT keeps the
+multiplies the noisy STFT (same framing as flowse.features.mel) and the inverse STFT keeps the
 noisy phase. With the noisy mel as "enhanced" mel the gain is 1 and the output is the noisy
 input (the first ``T * hop`` samples).
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.models.vocoders.base import Vocoder
 from flowse.models.vocoders.config import MelGainConfig
 from flowse.models.vocoders.stft import MelFraming

@@ -1,7 +1,7 @@
 """A user-exported vocoder run with onnxruntime, and the exporter for our HiFi-GAN.
 
 Contract of the ONNX model: one float32 input ``[B, n_mels, T]`` holding the natural-log mel of
-flowse.data.mel (16 kHz, n_fft 1024, hop 256, 80 Slaney mels, log floor 1e-5, unless the
+flowse.features.mel (16 kHz, n_fft 1024, hop 256, 80 Slaney mels, log floor 1e-5, unless the
 vocoder.yaml says otherwise), batch and time axes dynamic; first output the waveform
 ``[B, n]`` or ``[B, 1, n]`` with ``n >= T * hop`` (extra samples are cut). Any vocoder
 (e.g. a HiFi-GAN trained elsewhere on these mels) can be used this way: export it with
@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import torch
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 from flowse.models.vocoders.base import Vocoder
 from flowse.models.vocoders.config import OnnxConfig
 

@@ -1,4 +1,4 @@
-"""STFT / inverse STFT with exactly the framing of ``flowse.data.mel.LogMel``.
+"""STFT / inverse STFT with exactly the framing of ``flowse.features.mel.LogMel``.
 
 Framing (HiFi-GAN convention): reflect-pad ``(n_fft - hop) / 2`` on both sides, ``center=False``,
 Hann window of ``win_length`` centred in ``n_fft``. ``n`` samples give ``T = n // hop`` frames,
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from flowse.data.mel import MelConfig
+from flowse.features.mel import MelConfig
 
 
 class MelFraming(torch.nn.Module):

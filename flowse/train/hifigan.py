@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from flowse.data.audio import validate
+from flowse.features.audio import validate
 from flowse.data.kaldi import ScpReader
-from flowse.data.mel import LogMel, MelConfig
+from flowse.features.mel import LogMel, MelConfig
 from flowse.models.vocoders.config import HiFiGANConfig, HiFiGANTrainConfig
 from flowse.models.vocoders.hifigan import (
     Generator,

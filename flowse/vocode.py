@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from flowse.data.audio import validate, write_wav
+from flowse.features.audio import validate, write_wav
 from flowse.data.kaldi import ScpReader
 from flowse.models.vocoders.base import Vocoder
 from flowse.utils.fileio import check_same_keys, read_kv, write_kv
