@@ -150,7 +150,7 @@ def test_grpo_configs_load_and_bad_values_are_named():
 
 
 def test_grpo_snr_cli_writes_and_reuses_estimates(recipe, capsys):
-    from flowse.bin import grpo_snr
+    from flowse.bench import grpo_snr
 
     cwd = os.getcwd()
     try:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from flowse.bin.compare_grpo import main
+from flowse.bench.compare_grpo import main
 from flowse.rl.compare import check_comparable, load_history, paired_differences
 from flowse.train.plot import read_metrics
 

@@ -109,7 +109,7 @@ def test_model_info_prints_one_json_line(capsys):
     import json
 
     from conftest import RECIPE
-    from flowse.bin import model_info
+    from flowse.bench import model_info
 
     assert model_info.main(["--config", f"{RECIPE}/conf/paper/pretrain.yaml"]) == 0
     info = json.loads(capsys.readouterr().out.strip())

@@ -19,7 +19,7 @@ Speed (``DNSMOS.score``), with values unchanged: distinct windows only (a tiled
 clip is periodic), P.835's convolutions shared by overlapping windows
 (``SharedTrunk``), windows queued across clips in onnxruntime calls of
 ``batch_size``. On a 2-core CPU batching windows did not help (batch 1 is the
-default); ``flowse.bin.bench_metrics`` measures it and the speed against the reference.
+default); ``flowse.bench.metrics`` measures it and the speed against the reference.
 """
 from __future__ import annotations
 

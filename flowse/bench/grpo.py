@@ -1,8 +1,8 @@
 """Speed of GRPO: one iteration's time split, batched vs one-by-one candidates, paper-scale projection.
 
-    python -m flowse.bin.bench_grpo                                   # mini config on CPU
-    python -m flowse.bin.bench_grpo --init_dir exp/pretrain_mini      # with the trained mini model + its vocoder
-    python -m flowse.bin.bench_grpo --device cuda --threads 0
+    python -m flowse.bench.grpo                                   # mini config on CPU
+    python -m flowse.bench.grpo --init_dir exp/pretrain_mini      # with the trained mini model + its vocoder
+    python -m flowse.bench.grpo --device cuda --threads 0
 
 1. Mini iteration (``--config``, default conf/mini/grpo.yaml): one full GRPO iteration
    (rollouts, vocoder, reward metrics, policy update) of the model in ``--init_dir`` (else a
@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the other bins: no spi
 import numpy as np  # noqa: E402
 import torch
 
-from flowse.bin.bench_model import timeit
+from flowse.bench.model import timeit
 from flowse.rl.config import GRPOConfig
 from flowse.utils.config import load_config
 from flowse.utils.distributed import DistInfo

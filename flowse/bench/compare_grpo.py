@@ -1,6 +1,6 @@
 """Paired per-iteration comparison of GRPO runs against a base run (see ``flowse.rl.compare``).
 
-    python -m flowse.bin.compare_grpo exp/grpo_mini exp/grpo_mini_null [--metrics OVRL BAK] [--block 8]
+    python -m flowse.bench.compare_grpo exp/grpo_mini exp/grpo_mini_null [--metrics OVRL BAK] [--block 8]
 
 Prints, per metric and block of iterations, the mean difference of the runs' logged
 training means (run - base) with its paired standard error.

@@ -1,8 +1,8 @@
 """How many GRPO candidates does one update need? The policy gradient's signal-to-noise ratio.
 
-    python -m flowse.bin.grpo_snr --config conf/mini/grpo.yaml --init_dir exp/pretrain_mini \\
+    python -m flowse.bench.grpo_snr --config conf/mini/grpo.yaml --init_dir exp/pretrain_mini \\
         --data_dir data --dump_dir dump --estimates 12 [--out grads.pt] [--rollout.group_size 8 ...]
-    torchrun --nproc_per_node 4 -m flowse.bin.grpo_snr ... --device cuda
+    torchrun --nproc_per_node 4 -m flowse.bench.grpo_snr ... --device cuda
 
 Collects ``--estimates`` independent GRPO iterations (the config's collection shape: its
 prompts, groups, crops, sampler) from the model in ``--init_dir`` (the base model, no

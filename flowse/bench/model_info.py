@@ -1,8 +1,8 @@
 """Print one JSON line with the parameter counts of a pretrain config (optionally with GRPO's LoRA).
 
-    python -m flowse.bin.model_info --config conf/paper/pretrain.yaml
+    python -m flowse.bench.model_info --config conf/paper/pretrain.yaml
     {"total_params": 46179920, "trainable_params": 46179920}
-    python -m flowse.bin.model_info --config conf/paper/pretrain.yaml --grpo_config conf/paper/grpo.yaml
+    python -m flowse.bench.model_info --config conf/paper/pretrain.yaml --grpo_config conf/paper/grpo.yaml
     {"total_params": 47752784, "trainable_params": 1572864, "lora_r": 32, "lora_alpha": 64.0}
 
 Extra ``--section.key value`` options override the pretrain yaml. With ``--grpo_config`` the

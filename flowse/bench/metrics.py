@@ -1,6 +1,6 @@
 """Speed and agreement of our DNSMOS and SPK against the reference implementations, in one process.
 
-    python -m flowse.bin.bench_metrics [--num 64] [--sweep true] [--threads 0] [--batch_size 1]
+    python -m flowse.bench.metrics [--num 64] [--sweep true] [--threads 0] [--batch_size 1]
 
 Synthesizes ``--num`` clips of 2-10 s (flite speech + noise at 0-20 dB SNR; synthetic
 voiced signals when flite is missing), then

@@ -1,8 +1,8 @@
 """Speed of the FlowSE DiT: forward time, inference RTF, achieved GFLOP/s vs a matmul peak, training audio-s/s.
 
-    python -m flowse.bin.bench_model                          # paper config (46.18M) on CPU, fp32
-    python -m flowse.bin.bench_model --device cuda --dtype bf16
-    python -m flowse.bin.bench_model --config conf/mini/pretrain.yaml --threads 2
+    python -m flowse.bench.model                          # paper config (46.18M) on CPU, fp32
+    python -m flowse.bench.model --device cuda --dtype bf16
+    python -m flowse.bench.model --config conf/mini/pretrain.yaml --threads 2
 
 Measured in one run: the peak of a square matmul (``--matmul_n``) in the same dtype;
 one forward on ``--seconds`` of audio (batch 1); the model-only inference real-time

@@ -1,0 +1,9 @@
+"""Benchmarks and diagnostics, each ``python -m flowse.bench.<name> --help``:
+
+- ``model``: DiT forward/sampling/training speed (RTF, audio-s/s, steps/s, peak memory);
+- ``metrics``: metric speed and agreement with the reference packages;
+- ``grpo``: one GRPO iteration timed by part (rollout, vocoder, reward, update) and a paper-size projection;
+- ``grpo_snr``: signal share of the GRPO policy gradient at a model;
+- ``compare_grpo``: paired per-iteration comparison of two GRPO runs of the same seed;
+- ``model_info``: parameter counts of a pretrain config.
+"""
