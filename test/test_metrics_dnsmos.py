@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from signals import speechlike
-from flowse.metrics.config import DnsmosConfig
 from flowse.metrics.dnsmos import (
-    DNSMOS, MODEL_FILES, POLY_BAK, POLY_OVRL, POLY_SIG, WINDOW, P808Features, reference_windows, sha256,
+    DNSMOS, MODEL_FILES, DnsmosConfig, POLY_BAK, POLY_OVRL, POLY_SIG, WINDOW, P808Features, reference_windows, sha256,
     speechmos_model_dir,
 )
 from flowse.metrics.melspec import mel_filters

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from signals import speechlike
-from flowse.metrics.reward import RewardConfig, RewardModel
+from flowse.rl.reward import RewardConfig, RewardModel
 from flowse.utils.config import ConfigError, load_config
 
 

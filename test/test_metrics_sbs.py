@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowse.metrics.config import SBS_HINT, SBSConfig, ScoreModelsConfig
-from flowse.metrics.speechbertscore import SpeechBERTScore, bert_score
+from flowse.metrics.config import ScoreModelsConfig
+from flowse.metrics.speechbertscore import SBS_HINT, SBSConfig, SpeechBERTScore, bert_score
 from flowse.metrics.suite import MetricSuite
 
 

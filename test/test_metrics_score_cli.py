@@ -69,9 +69,11 @@ def test_score_files_summary_and_skips(corpus, capfd):
     text = capfd.readouterr().err
     assert "skipped broken" in text and "resampled" in text and "trimmed to the shorter" in text
     assert os.path.exists(os.path.join(out, "config.yaml")) and os.path.exists(os.path.join(out, ".score.done"))
-    # rerun: skipped by the completion marker; --fail_on_skip reports the skips with exit 3
+    # rerun with the same config and inputs: skipped by the completion marker; --fail_on_skip reports
+    # the skips with exit 3
     before = os.path.getmtime(os.path.join(out, "summary.json"))
-    assert score.main(["--est", corpus["est"], "--ref", corpus["ref"], "--out_dir", out]) == 0
+    assert score.main(["--est", corpus["est"], "--ref", corpus["ref"], "--metrics", "sisdr,pesq,estoi,spk,sbs",
+                       "--out_dir", out]) == 0
     assert os.path.getmtime(os.path.join(out, "summary.json")) == before
     assert score.main(["--est", corpus["est"], "--ref", corpus["ref"], "--metrics", "sisdr", "--out_dir", out,
                        "--force", "true", "--fail_on_skip", "true", "--progress", "false"]) == score.EXIT_SKIPPED

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from signals import speechlike
-from flowse.metrics.config import SpeakerConfig
 from flowse.metrics.speaker import (
+    SpeakerConfig,
     OnnxEmbedder, SpeakerSimilarity, cosine_rows, normalize_volume, partial_slices, trim_long_silences,
 )
 

@@ -173,3 +173,43 @@ def test_load_vocoder_roundtrip_and_errors(tmp_path):
     (tmp_path / "vocoder.yaml").write_text("type: hifigan\nmel: {}\n")
     with pytest.raises(FileNotFoundError, match="vocoder.pt"):
         load_vocoder(str(tmp_path))
+
+
+def test_load_vocoder_ignores_stage_sections(tmp_path):
+    """A vocoder.yaml with stage-3 settings besides the vocoder loads; a bad key inside a section does not."""
+    import yaml
+
+    from flowse.utils.config import to_dict
+
+    data = to_dict(VocoderConfig(type="melgain", mel=MelConfig(), melgain=MelGainConfig(max_gain=1.5)))
+    data.update(train={"max_steps": 10, "whatever": 1}, decode_batch_size=4)
+    (tmp_path / "vocoder.yaml").write_text(yaml.safe_dump(data))
+    voc = load_vocoder(str(tmp_path))
+    assert voc.name == "melgain" and voc.cfg.max_gain == 1.5
+    data["melgain"]["max_gian"] = 2.0
+    (tmp_path / "vocoder.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"vocoder.yaml: .*melgain: unknown key\(s\) \['max_gian'\]"):
+        load_vocoder(str(tmp_path))
+
+
+def test_vocoder_config_sections_come_from_the_registry(monkeypatch):
+    """A new type is one registry line: its section appears in VocoderConfig and build_vocoder builds it."""
+    import dataclasses
+
+    from flowse.models.vocoders import config as vcfg
+
+    @dataclasses.dataclass
+    class ToyConfig:
+        gain: float = 1.0
+
+    assert [f.name for f in dataclasses.fields(VocoderConfig)][:6] == ["type", *vcfg.VOCODERS]
+    monkeypatch.setitem(vcfg.VOCODERS, "toy", vcfg.VocoderType("flowse.models.vocoders.griffinlim:GriffinLimVocoder",
+                                                               GriffinLimConfig, "toy"))
+    cls = vcfg.build_vocoder_config()
+    cfg = cls(type="toy", toy=GriffinLimConfig(n_iter=3), mel=MelConfig())
+    with pytest.raises(ConfigError, match="toy"):
+        from flowse.utils.config import load_config
+
+        load_config(cls, None, ["--type", "wavenet"])
+    voc = build_vocoder(cfg)
+    assert voc.name == "griffinlim" and voc.cfg.n_iter == 3

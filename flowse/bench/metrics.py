@@ -19,13 +19,13 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-from flowse.metrics.config import DnsmosConfig, SpeakerConfig
+from flowse.metrics.dnsmos import DnsmosConfig
+from flowse.metrics.speaker import SpeakerConfig
 
 TEXT = [
     "The small boat sailed past the rocky point while the gulls circled overhead.",
@@ -183,4 +183,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flowse.utils.cli import run
+
+    run(main)

@@ -1,6 +1,7 @@
 """Intrusive metrics against a clean reference: PESQ-WB, ESTOI, SI-SDR.
 
-Inputs are float 16 kHz waveforms of equal length (callers trim to the shorter).
+Inputs are float 16 kHz waveforms of equal length (callers trim to the shorter:
+the declarations below are ``aligned``, so ``MetricSuite`` does it).
 A metric that is undefined for an input raises ``MetricUndefined`` with the
 reason; callers record NaN, warn, and exclude it from means:
 - PESQ: reference without detectable speech (e.g. silence), or shorter than 0.25 s;
@@ -11,8 +12,11 @@ reason; callers record NaN, warn, and exclude it from means:
 from __future__ import annotations
 
 import warnings
+from typing import Callable, Sequence
 
 import numpy as np
+
+from flowse.metrics.registry import Metric, Output, Scores
 
 SR = 16000
 
@@ -78,3 +82,30 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     noise = est - target
     eps = np.finfo(np.float64).eps
     return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+
+
+class PairwiseScorer:
+    """Batched scorer of one per-pair metric function; ``MetricUndefined`` -> NaN with the reason."""
+
+    def __init__(self, name: str, fn: Callable[[np.ndarray, np.ndarray], float]):
+        self.name, self.fn = name, fn
+
+    def __call__(self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray], outputs=()) -> Scores:
+        values = np.full(len(est), np.nan)
+        undefined = []
+        for i, (e, r) in enumerate(zip(est, ref)):
+            try:
+                values[i] = self.fn(e, r)
+            except MetricUndefined as err:
+                undefined.append((i, str(err)))
+        return Scores({self.name: values}, {self.name: undefined} if undefined else {})
+
+
+def _pairwise(key: str, output: Output, fn) -> Metric:
+    return Metric(key=key, outputs=(output,), needs_ref=True, aligned=True,
+                  build=lambda cfg, device: PairwiseScorer(output.name, fn))
+
+
+PESQ = _pairwise("pesq", Output("PESQ", 1.0, "PESQ", ".3f"), pesq_wb)
+ESTOI = _pairwise("estoi", Output("ESTOI", 1.0, "ESTOI", ".4f"), estoi)
+SISDR = _pairwise("sisdr", Output("SISDR", 1.0, "SI-SDR", ".2f"), si_sdr)

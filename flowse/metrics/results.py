@@ -1,11 +1,12 @@
 """RESULTS.md and results.json of an experiment, and the comparison table over experiments.
 
-Inputs: ``<exp_dir>/scores_<set>/summary.json`` written by ``flowse.bin.score``.
+Inputs: ``<exp_dir>/scores_<set>/summary.json`` written by ``flowse.metrics.scoring``.
 Outputs: ``<exp_dir>/results.json`` = ``{"<set>": {"SIG": .., "BAK": .., "OVRL": ..,
-"P808": .., "SPK": .., "SBS": .., "PESQ": .., "ESTOI": .., "SISDR": ..}}`` (null for
-n/a), and ``<exp_dir>/RESULTS.md`` (environment, the exp's config.yaml inline, one
-table row per test set). SPK, SBS and ESTOI are fractions in [0, 1] (x100 gives
-the paper's %), SI-SDR is in dB.
+"P808": .., "SPK": .., "SBS": .., "PESQ": .., "ESTOI": .., "SISDR": ..}}`` (every
+registered metric output, null for n/a), and ``<exp_dir>/RESULTS.md`` (environment, the
+exp's config.yaml inline, one table row per test set; columns as the metrics declare
+them). SPK, SBS and ESTOI are fractions in [0, 1] (x100 gives the paper's %), SI-SDR
+is in dB.
 """
 from __future__ import annotations
 
@@ -17,16 +18,16 @@ import platform
 import subprocess
 import sys
 
-from flowse.metrics.config import ALL_METRICS, SBS_HINT
+from flowse.metrics.registry import Metric, Output, all_metrics, all_outputs
 from flowse.utils.fileio import write_json, write_text
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
 
-TABLE: list[tuple[str, str, str]] = [  # (metric, column title, format)
-    ("SIG", "SIG", ".3f"), ("BAK", "BAK", ".3f"), ("OVRL", "OVRL", ".3f"), ("SPK", "SPK", ".4f"),
-    ("SBS", "SBS", ".4f"), ("PESQ", "PESQ", ".3f"), ("ESTOI", "ESTOI", ".4f"), ("SISDR", "SI-SDR", ".2f"),
-]
+
+def table_columns() -> list[tuple[Metric, Output]]:
+    """The RESULTS columns: every registered output that declares a column title, in registry order."""
+    return [(m, o) for m in all_metrics() for o in m.outputs if o.column]
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -36,7 +37,7 @@ def fmt(value: float | None, spec: str) -> str:
 def set_results(summary: dict) -> dict[str, float | None]:
     """Metric means of one summary.json (None where not computed or n/a)."""
     metrics = summary.get("metrics", {})
-    return {m: (metrics[m]["mean"] if m in metrics else None) for m in ALL_METRICS}
+    return {m: (metrics[m]["mean"] if m in metrics else None) for m in all_outputs()}
 
 
 def _git_commit(path: str) -> str:
@@ -87,12 +88,13 @@ def environment() -> dict[str, str]:
 
 def render_table(rows: list[tuple[str, dict | None, dict | None]], first: str = "set") -> tuple[str, list[str]]:
     """Markdown table; rows are (name, results, summary). Returns the text and the footnotes it needs."""
-    head = f"| {first} | #utt | " + " | ".join(t for _, t, _ in TABLE) + " |"
-    lines = [head, "|" + "---|" * (len(TABLE) + 2)]
+    columns = table_columns()
+    head = f"| {first} | #utt | " + " | ".join(o.column for _, o in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
     notes: list[str] = []
     for name, res, summ in rows:
         if res is None:
-            lines.append(f"| {name} | not scored |" + " |" * len(TABLE))
+            lines.append(f"| {name} | not scored |" + " |" * len(columns))
             continue
         n = "?"
         if summ:
@@ -100,12 +102,12 @@ def render_table(rows: list[tuple[str, dict | None, dict | None]], first: str = 
             if summ.get("num_skipped"):
                 n += f" ({summ['num_skipped']} skipped)"
         cells = []
-        for m, _, spec in TABLE:
-            cell = fmt(res.get(m), spec)
-            if m == "SBS" and res.get(m) is None:
-                cell = "n/a [^sbs]"
-                if "[^sbs]: " + SBS_HINT not in notes:
-                    notes.append("[^sbs]: " + SBS_HINT)
+        for metric, out in columns:
+            cell = fmt(res.get(out.name), out.fmt)
+            if metric.hint and res.get(out.name) is None:  # a metric that can be unavailable: say why
+                cell = f"n/a [^{metric.key}]"
+                if f"[^{metric.key}]: {metric.hint}" not in notes:
+                    notes.append(f"[^{metric.key}]: {metric.hint}")
             cells.append(cell)
         lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n", notes
@@ -167,10 +169,11 @@ def collect(exp_root: str) -> list[tuple[str, str, dict]]:
 
 def render_collection(rows: list[tuple[str, str, dict]]) -> str:
     """One markdown table, rows system x set."""
-    head = "| system | set | " + " | ".join(t for _, t, _ in TABLE) + " |"
-    lines = [head, "|" + "---|" * (len(TABLE) + 2)]
+    columns = table_columns()
+    head = "| system | set | " + " | ".join(o.column for _, o in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
     for system, s, res in rows:
-        lines.append(f"| {system} | {s} | " + " | ".join(fmt(res.get(m), spec) for m, _, spec in TABLE) + " |")
+        lines.append(f"| {system} | {s} | " + " | ".join(fmt(res.get(o.name), o.fmt) for _, o in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,28 +10,37 @@ Output of a scoring dir ``D``: one file per metric (``D/SIG``, ``D/OVRL``, ``D/P
                  "SBS": {"mean": null, "count": 0, "status": "n/a", "hint": "..."}, ...},
      "est": "...", "ref": "..."}
 
-Means are over the defined (finite) values; ``count`` says how many. What is
+Means are over the defined (finite) values; ``count`` says how many. Every metric
+takes 16 kHz audio (``METRIC_RATE``): other rates are resampled on reading. What is
 skipped (one log line each, listed in the summary): unreadable audio, empty, NaN
 or Inf samples, not mono, shorter than ``min_seconds`` (default 0.5 s), a reference
 that cannot be used. Scored with a warning: all-zero (silent) audio, samples beyond
 [-1, 1] (clipped), other sample rates (resampled), estimate and reference of
 different lengths (PESQ/ESTOI/SI-SDR compare them trimmed to the shorter).
+
+``score_set`` does the whole job of the scoring CLI (and of stage 6), in ``nj``
+parallel jobs when asked (``flowse.utils.jobdirs``, worker ``score_job``).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
-import math
 import os
-from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
-from flowse.features.audio import SAMPLE_RATE, AudioError, read_audio
+from flowse.data.datadir import read_sample_rate
 from flowse.data.kaldi import load_entry
-from flowse.metrics.config import ALL_METRICS
+from flowse.features.audio import AudioError, read_audio
+from flowse.metrics.config import ScoreConfig
+from flowse.metrics.outcome import ScoreOutcome, merge_outcomes, read_outcome, write_outcome
+from flowse.metrics.registry import METRIC_RATE, expand_metrics, needs_ref
 from flowse.metrics.suite import MetricSuite, sanitize
-from flowse.utils.fileio import c_sorted, read_kv, write_json, write_kv
+from flowse.utils import stage
+from flowse.utils.config import load_config, save_config
+from flowse.utils.errors import UserError
+from flowse.utils.fileio import c_sorted, read_kv
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
@@ -61,8 +70,16 @@ def audio_list(spec: str) -> dict[str, str]:
     raise FileNotFoundError(f"no such scp file or folder: {spec}")
 
 
-def load_wave(value: str, name: str) -> tuple[np.ndarray, int]:
-    """Audio of one list entry at 16 kHz, and the rate it had before resampling."""
+def list_rate(spec: str) -> int:
+    """Rate of the float ark audio of a ``wav.scp`` (its data dir's ``sample_rate``); folders hold files."""
+    return read_sample_rate(os.path.dirname(os.path.abspath(spec))) if os.path.isfile(spec) else METRIC_RATE
+
+
+def load_wave(value: str, name: str, stored_rate: int = METRIC_RATE) -> tuple[np.ndarray, int]:
+    """Audio of one list entry at ``METRIC_RATE`` (16 kHz), and the rate it had before resampling.
+
+    ``stored_rate``: the rate of float ark vectors (which carry none); files carry their own.
+    """
     if os.path.isfile(value):
         import soundfile as sf
 
@@ -70,8 +87,8 @@ def load_wave(value: str, name: str) -> tuple[np.ndarray, int]:
             rate = sf.info(value).samplerate
         except Exception as e:  # noqa: BLE001 - soundfile raises several types
             raise AudioError(f"{value}: cannot read audio ({e})") from None
-        return read_audio(value, check=False), rate
-    return load_entry(value, name), SAMPLE_RATE
+        return read_audio(value, sr=METRIC_RATE, check=False), rate
+    return load_entry(value, name, sr=METRIC_RATE, stored_sr=stored_rate), stored_rate
 
 
 def unusable(wav: np.ndarray, min_seconds: float) -> str | None:
@@ -82,19 +99,9 @@ def unusable(wav: np.ndarray, min_seconds: float) -> str | None:
         return "empty audio"
     if not np.all(np.isfinite(wav)):
         return "NaN or Inf samples"
-    if wav.size < min_seconds * SAMPLE_RATE:
-        return f"too short ({wav.size / SAMPLE_RATE:.3f} s < {min_seconds} s)"
+    if wav.size < min_seconds * METRIC_RATE:
+        return f"too short ({wav.size / METRIC_RATE:.3f} s < {min_seconds} s)"
     return None
-
-
-@dataclass
-class ScoreOutcome:
-    metrics: list[str]
-    keys: list[str]
-    values: dict[str, dict[str, float]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    undefined: dict[str, dict[str, str]] = field(default_factory=dict)
-    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 class _Notes:
@@ -119,8 +126,13 @@ def score_keys(
     batch_size: int = 16,
     min_seconds: float = 0.5,
     progress: bool = True,
+    est_rate: int = METRIC_RATE,
+    ref_rate: int = METRIC_RATE,
 ) -> ScoreOutcome:
-    """Score ``keys`` (utt ids of ``est``; ``ref`` has the same ids) with ``suite``'s metrics."""
+    """Score ``keys`` (utt ids of ``est``; ``ref`` has the same ids) with ``suite``'s metrics.
+
+    ``est_rate`` / ``ref_rate``: rate of the float ark entries of each list (see ``load_wave``).
+    """
     from tqdm import tqdm
 
     out = ScoreOutcome(metrics=list(suite.metrics), keys=list(keys), unavailable=dict(suite.unavailable))
@@ -132,17 +144,17 @@ def score_keys(
         names, est_w, ref_w = [], [], []
         for key in keys[start : start + batch_size]:
             try:
-                e, rate = load_wave(est[key], f"{key} (estimate)")
-                if rate != SAMPLE_RATE:
-                    notes.add(f"not at {SAMPLE_RATE} Hz, resampled", f"{key} at {rate} Hz")
+                e, rate = load_wave(est[key], f"{key} (estimate)", est_rate)
+                if rate != METRIC_RATE:
+                    notes.add(f"not at {METRIC_RATE} Hz, resampled", f"{key} at {rate} Hz")
                 why = unusable(e, min_seconds)
                 if why:
                     raise AudioError(why)
                 r = None
                 if ref is not None:
-                    r, rate = load_wave(ref[key], f"{key} (reference)")
-                    if rate != SAMPLE_RATE:
-                        notes.add(f"reference not at {SAMPLE_RATE} Hz, resampled", f"{key} at {rate} Hz")
+                    r, rate = load_wave(ref[key], f"{key} (reference)", ref_rate)
+                    if rate != METRIC_RATE:
+                        notes.add(f"reference not at {METRIC_RATE} Hz, resampled", f"{key} at {rate} Hz")
                     why = unusable(r, min_seconds)
                     if why:
                         raise AudioError(f"reference: {why}")
@@ -182,74 +194,133 @@ def score_keys(
     return out
 
 
-def _mean(vals: Iterable[float]) -> tuple[float | None, int]:
-    finite = [v for v in vals if math.isfinite(v)]
-    return (float(np.mean(finite)) if finite else None), len(finite)
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
-def summarize(out: ScoreOutcome, est: str = "", ref: str | None = None) -> dict:
-    metrics: dict[str, dict] = {}
-    for m in ALL_METRICS:
-        if m in out.values:
-            mean, count = _mean(out.values[m].values())
-            und = {k: out.undefined.get(m, {})[k] for k in c_sorted(out.undefined.get(m, {}))}
-            metrics[m] = {"mean": mean, "count": count, "num_undefined": len(und), "undefined": und}
-        elif m in out.unavailable:
-            metrics[m] = {"mean": None, "count": 0, "status": "n/a", "hint": out.unavailable[m]}
-    return {
-        "num_utts": len(out.keys),
-        "num_scored": len(out.keys) - len(out.skipped),
-        "num_skipped": len(out.skipped),
-        "skipped": {k: out.skipped[k] for k in c_sorted(out.skipped)},
-        "metrics": metrics,
-        "est": est,
-        "ref": ref,
-    }
+def score_set(
+    est: str,
+    out_dir: str,
+    ref: str | None = None,
+    config: ScoreConfig | None = None,
+    metrics: list[str] | str | None = None,
+    keys: list[str] | None = None,
+    nj: int = 1,
+    cmd: str = "local",
+    device: str = "cpu",
+    threads: int = 0,
+    progress: bool = True,
+    force: bool = False,
+) -> dict:
+    """Score one list into ``out_dir`` (per-metric files, ``summary.json``, ``config.yaml``); returns the summary.
 
+    ``est`` / ``ref``: a ``wav.scp`` or a folder of audio files (see ``audio_list``); without
+    ``ref`` only the metrics that need no reference are computed. ``config``: the resolved
+    score.yaml (default ``ScoreConfig()``); ``metrics`` (groups or names, e.g. ``"dnsmos,spk"``)
+    replaces ``config.metrics``. ``keys``: score only these utt ids of ``est``. ``nj`` > 1:
+    parallel jobs through ``flowse.utils.jobdirs`` (``cmd``: ``local`` or ``slurm <srun options>``),
+    merged into the same files. ``device``: ``cpu`` or ``cuda[:N]``. ``threads`` per job (0: cores
+    / nj). A dir finished with the same config and inputs is skipped (its summary returned)
+    unless ``force``. A ``UserError`` names estimates without a reference and unknown ``keys``.
+    """
+    cfg = copy.deepcopy(config or ScoreConfig())
+    if metrics:
+        cfg.metrics = [m for m in metrics.replace(",", " ").split() if m] if isinstance(metrics, str) else list(metrics)
+    names = expand_metrics(cfg.metrics)
+    if ref is None and any(needs_ref(m) for m in names):
+        logger.info("no reference: scoring the non-intrusive metrics only (%s dropped)",
+                    " ".join(m for m in names if needs_ref(m)))
+        names = [m for m in names if not needs_ref(m)]
+    if not names:
+        raise UserError("no metric left to compute")
+    key = stage.step_key(config=cfg, files=[p for p in (est, ref) if p], keys=keys, metrics=names)
+    if stage.is_done(out_dir, "score", key, force):
+        logger.info("%s already scored (pass force / --force true to redo)", out_dir)
+        with open(os.path.join(out_dir, "summary.json"), encoding="utf-8") as f:
+            return json.load(f)
+    if device.startswith("cuda"):
+        import torch
 
-def _fmt(v: float) -> str:
-    return "nan" if not math.isfinite(v) else repr(float(v))  # shortest exact form: merging loses nothing
-
-
-def write_outcome(out_dir: str, out: ScoreOutcome, est: str = "", ref: str | None = None) -> dict:
-    """Per-metric files and ``summary.json`` (returned) in ``out_dir``."""
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device} but no CUDA device is available")
+    stage.clear(out_dir, "score")
     os.makedirs(out_dir, exist_ok=True)
-    for m, vals in out.values.items():
-        write_kv(os.path.join(out_dir, m), {k: _fmt(v) for k, v in vals.items()})
-    summary = summarize(out, est, ref)
-    write_json(os.path.join(out_dir, "summary.json"), summary)
+    save_config(cfg, os.path.join(out_dir, "config.yaml"))
+    est_list = audio_list(est)
+    ref_list = audio_list(ref) if ref else None
+    todo = c_sorted(est_list)
+    if keys is not None:
+        unknown = [k for k in keys if k not in est_list]
+        if unknown:
+            raise UserError(f"{len(unknown)} keys are not in {est}: {unknown[:5]}")
+        todo = c_sorted(keys)
+    if ref_list is not None:
+        missing = [k for k in todo if k not in ref_list]
+        if missing:
+            raise UserError(
+                f"{len(missing)} utterances of {est} have no reference in {ref}: "
+                f"{' '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+            )
+    nj = max(1, min(nj, len(todo)))
+    threads = threads or max(1, _cpu_count() // nj)
+    if nj > 1:
+        context = {"est": est, "ref": ref, "config": dataclasses.asdict(cfg), "metrics": names, "device": device,
+                   "threads": threads}
+        summary = _score_parallel(out_dir, todo, context, nj, cmd)
+    else:
+        out = _score_here(est, ref, est_list, ref_list, todo, cfg, names, device, threads, progress)
+        summary = write_outcome(out_dir, out, est, ref)
+    _log_summary(out_dir, summary)
+    stage.mark_done(out_dir, "score", key)
     return summary
 
 
-def read_outcome(out_dir: str) -> ScoreOutcome:
-    """Inverse of ``write_outcome`` (used to merge the parts of a parallel run)."""
-    with open(os.path.join(out_dir, "summary.json"), encoding="utf-8") as f:
-        s = json.load(f)
-    out = ScoreOutcome(metrics=[], keys=[], skipped=dict(s["skipped"]))
-    for m, info in s["metrics"].items():
-        if info.get("status") == "n/a":
-            out.unavailable[m] = info["hint"]
-            continue
-        out.metrics.append(m)
-        out.values[m] = {k: float(v) for k, v in read_kv(os.path.join(out_dir, m)).items()}
-        if info["undefined"]:
-            out.undefined[m] = dict(info["undefined"])
-    scored = set().union(*[set(v) for v in out.values.values()]) if out.values else set()
-    out.keys = c_sorted(scored | set(out.skipped))
-    return out
+def _score_here(est, ref, est_list, ref_list, keys, cfg: ScoreConfig, names, device, threads, progress) -> ScoreOutcome:
+    import torch
+
+    torch.set_num_threads(threads)
+    for f in dataclasses.fields(cfg.models):  # a metric section's ``threads: 0`` means this job's share
+        section = getattr(cfg.models, f.name)
+        if getattr(section, "threads", None) == 0:
+            section.threads = threads
+    suite = MetricSuite(names, cfg.models, device)
+    return score_keys(keys, est_list, ref_list, suite, cfg.batch_size, cfg.min_seconds, progress,
+                      list_rate(est), list_rate(ref) if ref else METRIC_RATE)
 
 
-def merge_outcomes(parts: list[ScoreOutcome], keys: list[str]) -> ScoreOutcome:
-    merged = ScoreOutcome(metrics=[m for m in ALL_METRICS if any(m in p.metrics for p in parts)], keys=list(keys))
-    for p in parts:
-        merged.skipped.update(p.skipped)
-        merged.unavailable.update(p.unavailable)
-        for m, vals in p.values.items():
-            merged.values.setdefault(m, {}).update(vals)
-        for m, und in p.undefined.items():
-            merged.undefined.setdefault(m, {}).update(und)
-    done = set(merged.skipped).union(*[set(v) for v in merged.values.values()])
-    missing = [k for k in keys if k not in done]
-    if missing and merged.values:
-        raise RuntimeError(f"{len(missing)} utterances missing from the job outputs, e.g. {missing[:5]}")
-    return merged
+def _score_parallel(out_dir: str, keys: list[str], context: dict, nj: int, cmd: str) -> dict:
+    from flowse.utils.jobdirs import run_splits
+
+    logger.info("scoring %d utterances in %d jobs (logs: %s/log/score.*.log)", len(keys), nj, out_dir)
+    import flowse
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(flowse.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    job_dirs = run_splits([(f"{__name__}:score_job", keys, context, out_dir)], nj, os.path.join(out_dir, "log"),
+                          "score", cmd, env=env)[0]
+    parts = [read_outcome(d) for d in job_dirs]
+    return write_outcome(out_dir, merge_outcomes(parts, keys), context["est"], context["ref"])
+
+
+def score_job(job_dir: str, context: dict, keys: list[str]) -> None:
+    """Worker of one parallel scoring job (``flowse.utils.jobdirs``): scores ``keys`` into ``job_dir``."""
+    cfg = load_config(ScoreConfig, overrides=context["config"])
+    est, ref = context["est"], context["ref"]
+    est_list = audio_list(est)
+    ref_list = audio_list(ref) if ref else None
+    out = _score_here(est, ref, est_list, ref_list, c_sorted(keys), cfg, context["metrics"], context["device"],
+                      context["threads"], False)
+    write_outcome(job_dir, out, est, ref)
+
+
+def _log_summary(out_dir: str, summary: dict) -> None:
+    means = " ".join(f"{m}={v['mean']:.4f}" for m, v in summary["metrics"].items() if v["mean"] is not None)
+    logger.info("%s: %d/%d scored: %s", out_dir, summary["num_scored"], summary["num_utts"], means)
+    for v in summary["metrics"].values():
+        if v.get("status") == "n/a":
+            logger.info("%s", v["hint"])
+    if summary["num_skipped"]:
+        logger.warning("%d utterance(s) skipped, listed in %s/summary.json", summary["num_skipped"], out_dir)

@@ -27,14 +27,16 @@ import os
 import site
 import struct
 import sys
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from flowse.metrics.batching import dedup_arrays
-from flowse.metrics.config import SpeakerConfig
 from flowse.metrics.melspec import PowerMelSpectrogram
+from flowse.metrics.registry import Metric, Output, Scores
+from flowse.utils.config import check
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
@@ -43,6 +45,36 @@ SR = 16000
 HOP = 160
 PARTIAL_FRAMES = 160
 INT16_MAX = 2**15 - 1
+
+
+@dataclass
+class SpeakerConfig:
+    """Speaker encoder for SPK (cosine similarity of embeddings); yaml section ``speaker``.
+
+    ``onnx_path`` null: Resemblyzer's GE2E encoder (``resemblyzer_weights`` null = the
+    ``pretrained.pt`` inside the installed Resemblyzer wheel). An ONNX path selects
+    that model instead (e.g. CosyVoice ``campplus.onnx``): Kaldi fbank of
+    ``onnx_num_mel_bins`` bins (25/10 ms, dither 0) of the waveform times
+    ``onnx_wav_scale`` (1.0 as CosyVoice, 32768 as wespeaker), minus its per-utterance
+    mean, fed as ``[1, frames, bins]``.
+    ``vad_trim``: Resemblyzer's ``trim_long_silences`` (needs ``webrtcvad``) before
+    embedding; off by default (see the module doc).
+    """
+
+    onnx_path: str | None = None
+    onnx_num_mel_bins: int = 80
+    onnx_wav_scale: float = 1.0
+    resemblyzer_weights: str | None = None
+    vad_trim: bool = False
+    rate: float = 1.3
+    min_coverage: float = 0.75
+    batch_size: int = 128
+
+    def __post_init__(self):
+        check(0.625 <= self.rate <= 100, f"speaker.rate must be in [0.625, 100] partials/s, got {self.rate}")
+        check(0 < self.min_coverage <= 1, f"speaker.min_coverage must be in (0, 1], got {self.min_coverage}")
+        check(self.batch_size >= 1, "speaker.batch_size must be >= 1")
+        check(self.onnx_wav_scale > 0, "speaker.onnx_wav_scale must be > 0")
 
 
 def resemblyzer_weights_path() -> str:
@@ -248,3 +280,19 @@ class SpeakerSimilarity:
         ref_list, ref_index = dedup_arrays(ref)
         e = self.embed(list(est) + ref_list)
         return cosine_rows(e[: len(est)], e[len(est) :][ref_index])
+
+    def __call__(self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray], outputs=("SPK",)) -> Scores:
+        """The registry's scorer call: ``{"SPK": [B]}``, NaN (with the reason) for all-zero signals."""
+        spk = self.score(est, ref)
+        nan = [(i, "all-zero estimate or reference: no speaker embedding") for i in np.flatnonzero(np.isnan(spk))]
+        return Scores({"SPK": spk}, {"SPK": [(int(i), why) for i, why in nan]} if nan else {})
+
+
+METRIC = Metric(
+    key="spk",
+    outputs=(Output("SPK", 1.0, "SPK", ".4f"),),
+    needs_ref=True,
+    build=SpeakerSimilarity,
+    config_key="speaker",
+    config=SpeakerConfig,
+)

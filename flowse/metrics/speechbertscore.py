@@ -15,16 +15,42 @@ would change group-norm feature extractors and attention).
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
 from flowse.metrics.batching import dedup_arrays
-from flowse.metrics.config import SBSConfig
+from flowse.metrics.registry import Metric, Output
+from flowse.utils.config import check
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
+
+
+SBS_HINT = (
+    "SBS is n/a: no SSL model configured; set sbs.model_dir to a local HuggingFace model dir "
+    "(e.g. microsoft/wavlm-large saved with save_pretrained; layer 14 as in the SpeechBERTScore paper)"
+)
+
+
+@dataclass
+class SBSConfig:
+    """SpeechBERTScore backbone: a local HuggingFace dir (WavLM/HuBERT/wav2vec2), hidden-state ``layer``.
+
+    yaml section ``sbs``. ``model_dir`` null: SBS is reported as n/a (never replaced by
+    another metric). ``variant``: which SpeechBERTScore value is SBS (precision is the paper's).
+    """
+
+    model_dir: str | None = None
+    layer: int = 14
+    variant: Literal["precision", "recall", "f1"] = "precision"
+    max_batch_seconds: float = 120.0
+
+    def __post_init__(self):
+        check(self.layer >= 0, f"sbs.layer must be >= 0, got {self.layer}")
+        check(self.max_batch_seconds > 0, "sbs.max_batch_seconds must be > 0")
 
 
 def bert_score(gen: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
@@ -81,3 +107,18 @@ class SpeechBERTScore:
 
     def sbs(self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> np.ndarray:
         return self.score(est, ref)[self.cfg.variant]
+
+    def __call__(self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray], outputs=("SBS",)) -> dict[str, np.ndarray]:
+        return {"SBS": self.sbs(est, ref)}
+
+
+METRIC = Metric(
+    key="sbs",
+    outputs=(Output("SBS", 1.0, "SBS", ".4f"),),
+    needs_ref=True,
+    build=SpeechBERTScore,
+    config_key="sbs",
+    config=SBSConfig,
+    available=lambda cfg: bool(cfg.model_dir),
+    hint=SBS_HINT,
+)

@@ -6,9 +6,10 @@ computed from the metric values of ALL candidates of the iteration (``reward``: 
 the multi-metric reward divides each metric by its std over the collected data, which
 must not depend on how candidates were sharded across ranks).
 
-``AudioReward`` is the SE reward of the paper: log-mel -> vocoder -> waveform ->
-``flowse.metrics.reward.RewardModel``. Any object with the same two methods works
-(the tests use a cheap mel-domain reward without a vocoder).
+``AudioReward`` is the SE reward of the paper: log-mel -> vocoder -> waveform (resampled
+to the metrics' 16 kHz when the vocoder runs at another rate) -> ``flowse.rl.reward.RewardModel``.
+Any object with the same two methods works (the tests use a cheap mel-domain reward
+without a vocoder).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from flowse.features.audio import resample
+from flowse.metrics.registry import METRIC_RATE
 from flowse.rl.prompts import PromptBatch
 
 
@@ -32,7 +35,11 @@ class RewardFn(Protocol):
 
 
 class AudioReward:
-    """Vocoder + ``RewardModel``: every metric of the reward config is computed and returned (rewarded or logged)."""
+    """Vocoder + ``RewardModel``: every metric of the reward config is computed and returned (rewarded or logged).
+
+    Candidates and their clean references (``prompts.ref_wav``, same crops) are at the
+    vocoder's ``sample_rate``; both are resampled to ``METRIC_RATE`` before scoring.
+    """
 
     def __init__(self, vocoder, reward_model, batch_size: int = 64):
         self.vocoder = vocoder
@@ -54,8 +61,13 @@ class AudioReward:
     def metrics(self, mel: torch.Tensor, prompts: PromptBatch) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         est = self.decode(mel, prompts)
+        ref = prompts.ref_wav
+        rate = self.vocoder.sample_rate
+        if rate != METRIC_RATE:
+            est = [resample(w, rate, METRIC_RATE) for w in est]
+            ref = [resample(w, rate, METRIC_RATE) for w in ref] if ref is not None else None
         t1 = time.perf_counter()
-        m = self.reward_model.compute(est, prompts.ref_wav)
+        m = self.reward_model.compute(est, ref)
         t2 = time.perf_counter()
         self.last_times = {"vocoder": t1 - t0, "reward": t2 - t1}
         return {k: np.asarray(v, dtype=np.float64) for k, v in m.items()}

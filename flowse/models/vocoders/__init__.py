@@ -1,69 +1,72 @@
-"""Vocoders: log-mel ``[B, T, 80]`` -> waveform ``[B, T * 256]`` (see ``base.Vocoder.decode``).
+"""Vocoders: log-mel ``[B, T, n_mels]`` -> waveform ``[B, T * hop]`` at the mel config's rate (``base.Vocoder.decode``).
 
-Types (``vocoder.yaml`` ``type``):
+Types (``vocoder.yaml`` ``type``; the registry is ``config.VOCODERS``):
 - ``griffinlim``: inverse mel + fast Griffin-Lim, no weights;
 - ``melgain``: enhanced/noisy mel ratio as a gain on the noisy STFT, no weights, needs the noisy wav;
 - ``hifigan``: HiFi-GAN generator, weights in ``vocoder.pt`` (jik876 ``{"generator": ...}`` format);
-- ``onnx``: any user-exported vocoder, ``[B, 80, T]`` log-mel in, waveform out.
+- ``onnx``: any user-exported vocoder, ``[B, n_mels, T]`` log-mel in, waveform out.
 
-A vocoder dir holds ``vocoder.yaml`` (a resolved ``VocoderConfig``, mel config included) and,
-for hifigan, ``vocoder.pt``; for onnx, the model file (``vocoder.onnx``) it names.
+A vocoder dir holds ``vocoder.yaml`` (a resolved ``VocoderConfig``, mel config included) and
+the files its type loads (``Vocoder.load_files``): for hifigan ``vocoder.pt``; for onnx, the
+model file (``vocoder.onnx``) it names.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 
 import torch
+import yaml
 
 from flowse.features.mel import MelConfig
-from flowse.models.vocoders.base import Vocoder
-from flowse.models.vocoders.config import VOCODER_TYPES, VocoderConfig
-from flowse.utils.config import load_config
+from flowse.models.vocoders.base import WEIGHTS_FILE, Vocoder
+from flowse.models.vocoders.config import VOCODER_TYPES, VOCODERS, VocoderConfig
+from flowse.utils.config import ConfigError, load_config
 
-__all__ = ["Vocoder", "VocoderConfig", "VOCODER_TYPES", "build_vocoder", "load_vocoder", "WEIGHTS_FILE", "CONFIG_FILE"]
+__all__ = ["Vocoder", "VocoderConfig", "VOCODERS", "VOCODER_TYPES", "build_vocoder", "load_vocoder", "vocoder_class",
+           "read_vocoder_config", "WEIGHTS_FILE", "CONFIG_FILE"]
 
 CONFIG_FILE = "vocoder.yaml"
-WEIGHTS_FILE = "vocoder.pt"
+
+
+def vocoder_class(kind: str) -> type[Vocoder]:
+    """The class registered for vocoder type ``kind`` (imports its module)."""
+    if kind not in VOCODERS:
+        raise ConfigError(f"unknown vocoder type {kind!r}; choose one of {list(VOCODERS)}")
+    module, _, name = VOCODERS[kind].cls.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_vocoder(cfg: VocoderConfig, device: str | torch.device = "cpu", base_dir: str = ".") -> Vocoder:
-    """Construct the vocoder ``cfg.type`` (hifigan with its initial, untrained weights)."""
-    mel = cfg.mel or MelConfig()
-    if cfg.type == "griffinlim":
-        from flowse.models.vocoders.griffinlim import GriffinLimVocoder
+    """Construct the vocoder ``cfg.type`` (trainable types with their initial, untrained weights)."""
+    section = getattr(cfg, VOCODERS[cfg.type].section) if cfg.type in VOCODERS else None
+    return vocoder_class(cfg.type).from_config(cfg.mel or MelConfig(), section, base_dir, device)
 
-        voc: Vocoder = GriffinLimVocoder(mel, cfg.griffinlim)
-    elif cfg.type == "melgain":
-        from flowse.models.vocoders.melgain import MelGainVocoder
 
-        voc = MelGainVocoder(mel, cfg.melgain)
-    elif cfg.type == "hifigan":
-        from flowse.models.vocoders.hifigan import HiFiGANVocoder
-
-        voc = HiFiGANVocoder(mel, cfg.hifigan)
-    elif cfg.type == "onnx":
-        from flowse.models.vocoders.onnx import OnnxVocoder
-
-        return OnnxVocoder(mel, cfg.onnx, base_dir=base_dir, device=str(device)).eval()
-    else:
-        raise ValueError(f"unknown vocoder type {cfg.type!r}; choose one of {list(VOCODER_TYPES)}")
-    return voc.to(device).eval()
+def read_vocoder_config(path: str) -> VocoderConfig:
+    """``VocoderConfig`` of a written vocoder.yaml; sections it does not know (stage-3 settings) are ignored."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid yaml: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    known = {f.name for f in dataclasses.fields(VocoderConfig)}
+    try:
+        return load_config(VocoderConfig, overrides={k: v for k, v in data.items() if k in known})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def load_vocoder(vocoder_dir: str, device: str | torch.device = "cpu") -> Vocoder:
-    """Load ``<vocoder_dir>/vocoder.yaml`` (+ ``vocoder.pt`` for hifigan) on ``device``."""
+    """Load the prepared vocoder of ``vocoder_dir`` (``vocoder.yaml`` + its files) on ``device``."""
     path = os.path.join(vocoder_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{vocoder_dir}: no {CONFIG_FILE} (run stage 3 to prepare the vocoder)")
-    cfg = load_config(VocoderConfig, path)
+    cfg = read_vocoder_config(path)
     if cfg.mel is None:
         raise ValueError(f"{path}: no mel section (a vocoder.yaml written by stage 3 always has one)")
-    voc = build_vocoder(cfg, "cpu", base_dir=vocoder_dir) if cfg.type != "onnx" else None
-    if cfg.type == "hifigan":
-        weights = os.path.join(vocoder_dir, WEIGHTS_FILE)
-        if not os.path.exists(weights):
-            raise FileNotFoundError(f"{vocoder_dir}: hifigan vocoder without {WEIGHTS_FILE}")
-        voc.load_weights(weights)
-    if voc is None:
-        return build_vocoder(cfg, device, base_dir=vocoder_dir)
-    return voc.to(device).eval()
+    section = getattr(cfg, VOCODERS[cfg.type].section)
+    return vocoder_class(cfg.type).load(vocoder_dir, cfg.mel, section, device)

@@ -16,6 +16,8 @@ import torch
 
 from flowse.features.mel import MelConfig
 
+WEIGHTS_FILE = "vocoder.pt"  # trained weights in a vocoder dir (hifigan)
+
 
 def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     """``[B]`` lengths -> bool ``[B, frames]``, True on valid frames."""
@@ -47,6 +49,24 @@ class Vocoder(torch.nn.Module):
         for t in self.parameters():
             return t.device
         return torch.device("cpu")
+
+    @classmethod
+    def from_config(cls, mel_cfg: MelConfig, cfg, base_dir: str = ".", device: str | torch.device = "cpu") -> "Vocoder":
+        """The vocoder of its config section on ``device`` (trainable ones with initial weights).
+
+        ``base_dir``: where relative file names of the section resolve (the vocoder dir).
+        """
+        return cls(mel_cfg, cfg).to(device).eval()
+
+    @classmethod
+    def load(cls, vocoder_dir: str, mel_cfg: MelConfig, cfg, device: str | torch.device = "cpu") -> "Vocoder":
+        """The prepared vocoder of ``vocoder_dir``: built on CPU, its files loaded (``load_files``), then moved."""
+        voc = cls.from_config(mel_cfg, cfg, vocoder_dir, "cpu")
+        voc.load_files(vocoder_dir)
+        return voc.to(device).eval()
+
+    def load_files(self, vocoder_dir: str) -> None:
+        """Load what a prepared vocoder dir holds besides vocoder.yaml (e.g. trained weights); nothing here."""
 
     def synthesize(self, mel: torch.Tensor, noisy: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

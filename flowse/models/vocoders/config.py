@@ -1,19 +1,24 @@
-"""Vocoder config schema: one yaml for stage 3 (``conf/*/vocoder.yaml``) and for ``exp/vocoder_*/vocoder.yaml``.
+"""Vocoder config schema and the vocoder registry.
 
-Stage 3 reads the conf yaml (``mel`` left out: it is taken from ``dump/mel.yaml``) and
-writes the resolved config, ``mel`` filled in, as ``<exp>/vocoder.yaml``; ``load_vocoder``
-reads that file back. Only the section named by ``type`` is used; the others are kept
-so that a resolved file says everything.
+``VOCODERS`` is the registry: ``type -> (vocoder class "module:Class", config dataclass,
+yaml section key)``; ``VocoderConfig`` has a ``type`` choosing among them and one
+section per registered type. A new vocoder type is one module (its class, a
+``flowse.models.vocoders.base.Vocoder``) + one line in ``VOCODERS``.
+
+``VocoderConfig`` is what ``exp/vocoder_*/vocoder.yaml`` holds (stage 3 writes it, mel
+filled in from ``dump/mel.yaml``) and what ``load_vocoder`` reads back, ignoring the
+sections it does not know (stage 3's training settings). Only the section named by
+``type`` is used; the others are kept so that a resolved file says everything.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, NamedTuple, Optional
 
 from flowse.features.mel import MelConfig
+from flowse.models.vocoders.hift import HiFTConfig
 from flowse.utils.config import check
-
-VOCODER_TYPES = ("griffinlim", "melgain", "hifigan", "onnx")
 
 
 @dataclass
@@ -85,39 +90,6 @@ class HiFiGANConfig:
 
 
 @dataclass
-class HiFiGANTrainConfig:
-    """Stage-3 HiFi-GAN training (jik876 defaults: AdamW 2e-4, betas 0.8/0.99, mel L1 x45)."""
-
-    steps: int = 2000
-    batch_size: int = 16
-    segment_size: int = 8192  # samples; a multiple of the hop length
-    lr: float = 2e-4
-    adam_b1: float = 0.8
-    adam_b2: float = 0.99
-    # lr = lr * lr_decay ** (step / lr_decay_steps) (jik876: 0.999 per epoch).
-    lr_decay: float = 0.999
-    lr_decay_steps: int = 1000
-    lambda_mel: float = 45.0
-    lambda_fm: float = 1.0  # multiplies jik876's feature_loss (which already carries its factor 2)
-    # Scales the discriminators' channel counts (1.0: HiFi-GAN's MPD 41.1M + MSD 29.6M parameters);
-    # smaller values only for quick CPU experiments and tests.
-    disc_width: float = 1.0
-    log_interval: int = 50
-    checkpoint_interval: int = 1000
-    keep_checkpoints: int = 2
-    valid_utts: int = 4  # utterances of the valid set for the mel-L1 log line at each checkpoint
-    num_workers: int = 0
-    seed: int = 1234
-
-    def __post_init__(self):
-        check(self.steps >= 0, "train.steps must be >= 0")
-        check(self.batch_size >= 1, "train.batch_size must be >= 1")
-        check(self.lr > 0 and 0 < self.lr_decay <= 1 and self.lr_decay_steps > 0, "train: bad lr schedule")
-        check(0 < self.disc_width <= 1.0, "train.disc_width must be in (0, 1]")
-        check(self.log_interval >= 1 and self.checkpoint_interval >= 1, "train: intervals must be >= 1")
-
-
-@dataclass
 class OnnxConfig:
     """A user-exported vocoder: input ``mel`` float32 ``[B, n_mels, T]`` (natural-log mel of
     flowse.features.mel), output waveform ``[B, n]`` or ``[B, 1, n]``, ``n >= T * hop``."""
@@ -130,22 +102,47 @@ class OnnxConfig:
         check(self.intra_op_threads >= 0, "onnx.intra_op_threads must be >= 0")
 
 
-@dataclass
-class VocoderConfig:
-    type: Literal["griffinlim", "melgain", "hifigan", "onnx"] = "griffinlim"
-    griffinlim: GriffinLimConfig = field(default_factory=GriffinLimConfig)
-    melgain: MelGainConfig = field(default_factory=MelGainConfig)
-    hifigan: HiFiGANConfig = field(default_factory=HiFiGANConfig)
-    onnx: OnnxConfig = field(default_factory=OnnxConfig)
-    # hifigan: a standard generator checkpoint ({"generator": state_dict}) loaded instead of training;
-    # its config.json (jik876 layout) is read from pretrained_config or from beside the checkpoint.
-    pretrained: str = ""
-    pretrained_config: str = ""
-    train: HiFiGANTrainConfig = field(default_factory=HiFiGANTrainConfig)
-    # Utterances per batch for the stage-3 ceiling decode.
-    decode_batch_size: int = 4
-    # None in conf yaml: stage 3 fills it from dump/mel.yaml (a different explicit value is an error).
-    mel: Optional[MelConfig] = None
+class VocoderType(NamedTuple):
+    cls: str  # "module:Class" of the vocoder, imported when one is built
+    config: type  # dataclass of its yaml section
+    section: str  # key of that section in vocoder.yaml
 
-    def __post_init__(self):
-        check(self.decode_batch_size >= 1, "decode_batch_size must be >= 1")
+
+VOCODERS: dict[str, VocoderType] = {
+    "griffinlim": VocoderType("flowse.models.vocoders.griffinlim:GriffinLimVocoder", GriffinLimConfig, "griffinlim"),
+    "melgain": VocoderType("flowse.models.vocoders.melgain:MelGainVocoder", MelGainConfig, "melgain"),
+    "hifigan": VocoderType("flowse.models.vocoders.hifigan:HiFiGANVocoder", HiFiGANConfig, "hifigan"),
+    "onnx": VocoderType("flowse.models.vocoders.onnx:OnnxVocoder", OnnxConfig, "onnx"),
+    "hift": VocoderType("flowse.models.vocoders.hift:HiFTVocoder", HiFTConfig, "hift"),
+}
+VOCODER_TYPES = tuple(VOCODERS)
+
+
+VOCODER_CONFIG_DOC = """The vocoder: ``type``, one section per registered type, then the fields every type shares.
+
+``pretrained`` (hifigan): a standard generator checkpoint (``{"generator": state_dict}``)
+loaded instead of training; its config.json (jik876 layout) is read from
+``pretrained_config`` or from beside the checkpoint. ``mel``: None in a conf yaml (stage 3
+fills it from dump/mel.yaml; a different explicit value is an error). Stage 3's own
+settings (HiFi-GAN training, the ceiling decode) are not part of it: see
+``flowse.train.hifigan.VocoderStageConfig``.
+"""
+
+
+def build_vocoder_config() -> type:
+    """The ``VocoderConfig`` dataclass of the registered types (see ``VOCODER_CONFIG_DOC``)."""
+    kinds = tuple(VOCODERS)
+    fields = [("type", Literal[kinds], field(default=kinds[0]))]
+    fields += [(t.section, t.config, field(default_factory=t.config)) for t in VOCODERS.values()]
+    fields += [
+        ("pretrained", str, field(default="")),
+        ("pretrained_config", str, field(default="")),
+        ("mel", Optional[MelConfig], field(default=None)),
+    ]
+    cls = dataclasses.make_dataclass("VocoderConfig", fields)
+    cls.__module__ = __name__
+    cls.__doc__ = VOCODER_CONFIG_DOC
+    return cls
+
+
+VocoderConfig = build_vocoder_config()

@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from flowse.features.mel import MelConfig
-from flowse.models.vocoders.base import Vocoder
+from flowse.models.vocoders.base import WEIGHTS_FILE, Vocoder
 from flowse.models.vocoders.config import HiFiGANConfig
 
 LRELU_SLOPE = 0.1
@@ -231,10 +231,14 @@ class HiFiGANVocoder(Vocoder):
         self.cfg = cfg or HiFiGANConfig()
         self.generator = Generator(self.cfg, mel_cfg.n_mels)
         if self.generator.upsample_factor != mel_cfg.hop_length:
-            raise ValueError(
-                f"hifigan: prod(upsample_rates)={self.generator.upsample_factor} must equal the mel hop length "
-                f"{mel_cfg.hop_length}"
-            )
+            raise ValueError(f"hifigan: prod(upsample_rates)={self.generator.upsample_factor} must equal the mel "
+                             f"hop length {mel_cfg.hop_length}")
+
+    def load_files(self, vocoder_dir: str) -> None:
+        weights = os.path.join(vocoder_dir, WEIGHTS_FILE)
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"{vocoder_dir}: hifigan vocoder without {WEIGHTS_FILE}")
+        self.load_weights(weights)
 
     def load_weights(self, path: str) -> None:
         from flowse.utils.checkpoint import load_checkpoint
@@ -247,8 +251,6 @@ class HiFiGANVocoder(Vocoder):
     def synthesize(self, mel: torch.Tensor, noisy: torch.Tensor | None) -> torch.Tensor:
         return self.generator(mel.transpose(1, 2)).squeeze(1)
 
-
-# ---------------------------------------------------------------- discriminators
 
 
 def scaled_channels(n: int, width: float) -> int:

@@ -24,6 +24,15 @@ from flowse.models.vocoders.config import OnnxConfig
 class OnnxVocoder(Vocoder):
     name = "onnx"
 
+    @classmethod
+    def from_config(cls, mel_cfg: MelConfig, cfg: OnnxConfig, base_dir: str = ".", device="cpu") -> "OnnxVocoder":
+        return cls(mel_cfg, cfg, base_dir=base_dir, device=str(device)).eval()
+
+    @classmethod
+    def load(cls, vocoder_dir: str, mel_cfg: MelConfig, cfg: OnnxConfig, device="cpu") -> "OnnxVocoder":
+        """The session is made for ``device`` (its execution provider), with the model file of ``vocoder_dir``."""
+        return cls.from_config(mel_cfg, cfg, vocoder_dir, device)
+
     def __init__(self, mel_cfg: MelConfig, cfg: OnnxConfig, base_dir: str = ".", device: str = "cpu"):
         super().__init__(mel_cfg)
         import onnxruntime as ort

@@ -1,4 +1,4 @@
-"""GRPO rewards (paper section 2.2, DESIGN.md 5): single or multi-metric, every metric logged.
+"""GRPO rewards from metric values (paper section 2.2): single or multi-metric, every metric logged.
 
 - single metric:  ``R = s * m`` (``s`` the metric's scale, e.g. DNSMOS OVRL / 4);
 - multi-metric:   ``R = sum_i w_i * s_i m_i / std(s_i m_i)`` with the std taken over
@@ -11,6 +11,8 @@ Metrics that are logged but not rewarded (``log_metrics``) are computed on the
 same call, so reward hacking (one metric up, the others down) shows in the logs.
 NaN rewards (e.g. SPK of an all-zero output) are replaced by the batch minimum of
 that metric, with a warning: an undefined output must not win.
+The values come from ``flowse.metrics`` (``MetricSuite``): any output of its registry
+can be rewarded or logged; its default scale is declared with the metric.
 """
 from __future__ import annotations
 
@@ -20,31 +22,25 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from flowse.metrics.config import ALL_METRICS, NEEDS_REF, SBS_HINT, ScoreModelsConfig
+from flowse.metrics.config import ScoreModelsConfig
+from flowse.metrics.registry import all_outputs, check_outputs, needs_ref, output_spec, unavailable_outputs
 from flowse.metrics.suite import MetricSuite
 from flowse.utils.config import ConfigError, check
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
 
-DEFAULT_SCALES: dict[str, float] = {"OVRL": 0.25, "SIG": 0.25, "BAK": 0.25, "P808": 0.25}
 STD_EPS = 1e-8
-
-
-def _check_names(names: Sequence[str], where: str) -> None:
-    bad = [n for n in names if n not in ALL_METRICS]
-    if bad:
-        raise ConfigError(f"{where}: unknown metric(s) {bad}; allowed: {list(ALL_METRICS)}")
 
 
 @dataclass
 class RewardConfig:
     """Which metrics make the reward and how they are combined.
 
-    ``scales``: per-metric multiplier; metrics not listed get the default
-    (OVRL SIG BAK P808 -> 0.25, i.e. "DNSMOS / 4"; others 1.0).
-    ``log_metrics``: computed and logged though not rewarded; SBS is dropped from
-    this list (with an info line) when no SBS model is configured.
+    ``scales``: per-metric multiplier; metrics not listed get the default their
+    metric declares (OVRL SIG BAK P808 -> 0.25, i.e. "DNSMOS / 4"; others 1.0).
+    ``log_metrics``: computed and logged though not rewarded; a metric that is not
+    available here (SBS without a model) is dropped from this list with an info line.
     """
 
     metrics: list[str] = field(default_factory=lambda: ["OVRL"])
@@ -56,9 +52,9 @@ class RewardConfig:
 
     def __post_init__(self):
         check(len(self.metrics) > 0, "reward.metrics: at least one metric is needed")
-        _check_names(self.metrics, "reward.metrics")
-        _check_names(self.log_metrics, "reward.log_metrics")
-        _check_names(list(self.scales), "reward.scales")
+        check_outputs(self.metrics, "reward.metrics")
+        check_outputs(self.log_metrics, "reward.log_metrics")
+        check_outputs(list(self.scales), "reward.scales")
         check(len(set(self.metrics)) == len(self.metrics), f"reward.metrics has duplicates: {self.metrics}")
         check(
             len(self.weights) == len(self.metrics),
@@ -66,7 +62,15 @@ class RewardConfig:
         )
 
     def scale(self, metric: str) -> float:
-        return float(self.scales.get(metric, DEFAULT_SCALES.get(metric, 1.0)))
+        return float(self.scales[metric] if metric in self.scales else output_spec(metric).reward_scale)
+
+
+def drop_unavailable(cfg: RewardConfig) -> dict[str, str]:
+    """Remove the rewarded metrics (with their weights) that are not available here; ``{metric: hint}``."""
+    missing = unavailable_outputs(cfg.metrics, cfg.models)
+    kept = [(m, w) for m, w in zip(cfg.metrics, cfg.weights) if m not in missing]
+    cfg.metrics, cfg.weights = [m for m, _ in kept], [w for _, w in kept]
+    return missing
 
 
 def _to_list(x, lengths) -> list[np.ndarray]:
@@ -90,15 +94,22 @@ class RewardModel:
 
     def __init__(self, cfg: RewardConfig, device: str = "cpu"):
         self.cfg = cfg
-        if "SBS" in cfg.metrics and not cfg.models.sbs.model_dir:
-            raise ConfigError(f"reward.metrics includes SBS, but {SBS_HINT}")
+        missing = unavailable_outputs(cfg.metrics, cfg.models)
+        if missing:
+            m, hint = next(iter(missing.items()))
+            raise ConfigError(f"reward.metrics includes {m}, but {hint}")
         logged = [m for m in cfg.log_metrics if m not in cfg.metrics]
-        if "SBS" in logged and not cfg.models.sbs.model_dir:
-            logger.info("SBS not logged: no sbs.model_dir configured")
-            logged.remove("SBS")
+        for m, hint in unavailable_outputs(logged, cfg.models).items():
+            logger.info("%s not logged: %s", m, hint)
+            logged.remove(m)
         wanted = set(cfg.metrics) | set(logged)
-        self.metrics = [m for m in ALL_METRICS if m in wanted]
+        self.metrics = [m for m in all_outputs() if m in wanted]
         self.suite = MetricSuite(self.metrics, cfg.models, device)
+
+    @property
+    def needs_ref(self) -> bool:
+        """Whether any computed metric needs the clean reference."""
+        return any(needs_ref(m) for m in self.metrics)
 
     def compute(
         self,
@@ -120,10 +131,10 @@ class RewardModel:
         est_l = _to_list(est, lengths)
         ref_l = _to_list(ref, ref_lengths) if ref is not None else None
         if ref_l is None:
-            missing = [m for m in self.cfg.metrics if m in NEEDS_REF]
+            missing = [m for m in self.cfg.metrics if needs_ref(m)]
             if missing:
                 raise ValueError(f"rewarded metrics {missing} need reference waveforms (ref=None given)")
-            return self.suite.compute(est_l, None, [m for m in self.metrics if m not in NEEDS_REF]).values
+            return self.suite.compute(est_l, None, [m for m in self.metrics if not needs_ref(m)]).values
         return self.suite.compute(est_l, ref_l).values
 
     def reward(self, metrics: dict[str, np.ndarray]) -> np.ndarray:
