@@ -1,6 +1,5 @@
 """Enhancement: the Enhancer API (chunking continuity, determinism, batching) and the CLI (any input format,
 bad inputs, outputs written last)."""
-import os
 
 import numpy as np
 import pytest

@@ -3,6 +3,8 @@
 ``corpus.yaml`` has a shared ``seed``, the synthetic-RIR section ``rir`` (used by
 the mini corpus, and by dns2020 when no ``rir_dirs`` are given), and one section
 per corpus (``mini``, ``dns2020``); ``--corpus`` picks the section that is used.
+Stage 0 lists audio files, each at its own rate (the mini corpus writes 16 kHz, DNS files are
+what they are); stage 1 resamples every source to its ``sample_rate`` on reading.
 """
 from __future__ import annotations
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flowse.data import jobdirs
 from flowse.features.audio import SAMPLE_RATE, AudioError, read_audio, write_wav
 from flowse.data.noise_synth import FAMILIES, make_noise
 from flowse.data.rir import RirSynthConfig, synth_rir
 from flowse.data.tts import TtsError, check_engines, speaker_id, synthesize
+from flowse.utils import jobdirs
 from flowse.utils.config import check
 from flowse.utils.fileio import write_json, write_kv
 from flowse.utils.log import get_logger
@@ -246,7 +246,7 @@ def run_noise_rir(items: list[dict], rir_cfg: RirSynthConfig, seed: int, babble:
     if not items:
         return []
     ctx = {"seed": seed, "rir": json.loads(json.dumps(vars(rir_cfg))), "babble": babble}
-    job_dirs = jobdirs.run_split("synth_noise_rir", items, ctx, os.path.join(out_dir, "jobs", "noise_rir"), nj, cmd)
+    job_dirs = jobdirs.run_split("flowse.data.corpus_mini:synth_noise_rir_job", items, ctx, os.path.join(out_dir, "jobs", "noise_rir"), nj, cmd)
     return jobdirs.read_job_json(job_dirs, "results.json")
 
 
@@ -263,7 +263,7 @@ def _synth_speech(cfg: MiniConfig, seed: int, out_dir: str, nj: int, cmd: str) -
     items = plan_speech(cfg, speakers, seed, os.path.join(out_dir, "audio"))
     logger.info(f"synthesizing {len(items)} utterances with {sum(map(len, speakers.values()))} talkers, nj={nj}")
     ctx = {"seed": seed, "min_seconds": cfg.min_seconds, "max_seconds": cfg.max_seconds, "crop_long": cfg.crop_long}
-    job_dirs = jobdirs.run_split("synth_speech", items, ctx, os.path.join(out_dir, "jobs", "speech"), nj, cmd)
+    job_dirs = jobdirs.run_split("flowse.data.corpus_mini:synth_speech_job", items, ctx, os.path.join(out_dir, "jobs", "speech"), nj, cmd)
     results = jobdirs.read_job_json(job_dirs, "results.json")
     skipped = [r for r in results if "skipped" in r]
     speech = [r for r in results if "skipped" not in r]

@@ -3,7 +3,10 @@
 ``wav.scp`` is the noisy input, ``spk1.scp`` the clean reference (training
 target), ``noise1.scp`` the additive noise, ``utt2info`` one line of JSON per
 utterance with the mixing facts. Every per-utterance file has the same keys,
-written in C byte order; ``spk2utt`` is derived from ``utt2spk``.
+written in C byte order; ``spk2utt`` is derived from ``utt2spk``. ``sample_rate`` (one
+integer) is the rate of the float32 audio stored in the dir's ark files, which carry no
+rate of their own; a dir without it is at 16 kHz (``SAMPLE_RATE``). Audio files named in
+an scp carry their own rate.
 """
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import json
 import os
 from typing import Mapping
 
-from flowse.utils.fileio import c_sorted, check_same_keys, read_kv, write_kv
+from flowse.features.audio import SAMPLE_RATE
+from flowse.utils.fileio import atomic_open, c_sorted, check_same_keys, read_kv, write_kv
 
 UTT_FILES = ("wav.scp", "spk1.scp", "noise1.scp", "utt2spk", "utt2dur", "utt2info")
+RATE_FILE = "sample_rate"
 
 
 def make_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, str]:
@@ -36,6 +41,23 @@ def write_data_dir(data_dir: str, files: Mapping[str, Mapping[str, object]]) -> 
         write_kv(os.path.join(data_dir, name), values)
     if "utt2spk" in files:
         write_kv(os.path.join(data_dir, "spk2utt"), make_spk2utt({k: str(v) for k, v in files["utt2spk"].items()}))
+
+
+def write_sample_rate(data_dir: str, sr: int) -> None:
+    with atomic_open(os.path.join(data_dir, RATE_FILE)) as f:
+        f.write(f"{int(sr)}\n")
+
+
+def read_sample_rate(data_dir: str) -> int:
+    """The rate of the dir's ark audio (see the module doc); ``SAMPLE_RATE`` when the dir has no ``sample_rate``."""
+    path = os.path.join(data_dir, RATE_FILE)
+    if not os.path.exists(path):
+        return SAMPLE_RATE
+    with open(path, encoding="utf-8") as f:
+        text = f.read().strip()
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"{path}: expected a positive integer sample rate, got {text!r}")
+    return int(text)
 
 
 def read_utt2info(path: str) -> dict[str, dict]:

@@ -4,8 +4,10 @@ Per set ``<dump_dir>/<set>/``: ``feats.scp`` (noisy ``wav.scp``), ``spk1_feats.s
 (clean ``spk1.scp``; absent when the set has no reference), ``utt2num_frames``
 (``len(wav) // hop``), and for the statistics sets ``stats.json`` =
 ``{"feats": {"mean": [n_mels], "std": [n_mels], "frames": N}, "spk1_feats": {...}}``
-over all frames. Features are float32 ``[frames, n_mels]``. Utterances whose audio
-is unusable or shorter than one hop are skipped with a warning naming them.
+over all frames. Features are float32 ``[frames, n_mels]`` at the mel config's
+``sample_rate``: audio stored at another rate (the data dir's ``sample_rate``, or an
+audio file's own) is resampled to it first, so ``frames == n_samples_at_mel_rate // hop``.
+Utterances whose audio is unusable or shorter than one hop are skipped with a warning naming them.
 """
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ import os
 
 import numpy as np
 
-from flowse.data import jobdirs
 from flowse.features.audio import AudioError
+from flowse.data.datadir import read_sample_rate
 from flowse.data.kaldi import ark_writers, load_audio
+from flowse.utils import jobdirs
 from flowse.utils.fileio import c_sorted, check_same_keys, read_kv, write_json, write_kv
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
 
 STEP = "dump_mel"
+WORKER = "flowse.data.dump:dump_job"
 STREAMS = {"feats": "wav", "spk1_feats": "spk1"}  # feature stream -> data-dir scp (without .scp)
 
 
@@ -50,7 +54,7 @@ def dump_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
 
     torch.set_num_threads(1)
     mel = LogMel(MelConfig(**ctx["mel"]))
-    hop = mel.cfg.hop_length
+    hop, sr = mel.cfg.hop_length, mel.cfg.sample_rate
     streams = [s for s in STREAMS if s == "feats" or ctx["has_spk1"]]
     acc = {s: {"sum": np.zeros(mel.cfg.n_mels), "sumsq": np.zeros(mel.cfg.n_mels), "frames": 0} for s in streams}
     meta = []
@@ -58,7 +62,8 @@ def dump_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
         for it in items:
             utt = it["utt"]
             try:
-                audio = {s: load_audio(it[STREAMS[s]], f"{utt} ({it[STREAMS[s]]})") for s in streams}
+                audio = {s: load_audio(it[STREAMS[s]], f"{utt} ({it[STREAMS[s]]})", 0.0, sr, ctx["data_rate"])
+                         for s in streams}
             except AudioError as e:
                 logger.warning(f"skipping utterance {utt}: {e}")
                 meta.append({"utt": utt, "skipped": str(e)})
@@ -132,6 +137,7 @@ def dump_sets(mel_cfg: dict, sets: list[tuple[str, str, bool]], nj: int = 1, cmd
     for set_dir, out_dir, stats in sets:
         items, has_spk1 = plan_dump(set_dir)
         spk1.append(has_spk1)
-        splits.append(("dump_mel", items, {"mel": mel_cfg, "has_spk1": has_spk1, "stats": stats}, out_dir))
+        ctx = {"mel": mel_cfg, "has_spk1": has_spk1, "stats": stats, "data_rate": read_sample_rate(set_dir)}
+        splits.append((WORKER, items, ctx, out_dir))
     all_dirs = jobdirs.run_splits(splits, nj, log_dir, STEP, cmd)
     return [merge_dump(dirs, out_dir, has, stats) for dirs, (_, out_dir, stats), has in zip(all_dirs, sets, spk1)]

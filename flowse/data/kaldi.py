@@ -1,9 +1,11 @@
 """Kaldi data-dir IO: ark/scp through kaldiio, written atomically.
 
-Audio in ark files is stored as float32 vectors (16 kHz implied) so that the
-mixing invariant ``noisy == clean + noise`` holds exactly after a round trip.
-Features are float32 matrices ``[frames, n_mels]``. scp values may also be plain
-audio file paths (wav/flac...), as in an official test set.
+Audio in ark files is stored as float32 vectors so that the mixing invariant
+``noisy == clean + noise`` holds exactly after a round trip; they carry no rate: it is
+their data dir's ``sample_rate`` (``flowse.data.datadir``, 16 kHz when absent). Features
+are float32 matrices ``[frames, n_mels]``. scp values may also be plain audio file paths
+(wav/flac...), as in an official test set. Readers ask for audio at a rate ``sr`` and get
+it resampled from whatever it is stored at.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Iterable, Iterator, Mapping
 import kaldiio
 import numpy as np
 
+from flowse.data.datadir import read_sample_rate
 from flowse.features.audio import SAMPLE_RATE, AudioError, read_audio, resample, validate
 from flowse.utils.fileio import atomic_open, c_sorted, read_kv
 
@@ -80,8 +83,12 @@ def ark_writers(out_dir: str, names: Iterable[str]) -> Iterator[dict[str, ArkWri
         w.close()
 
 
-def load_entry(value: str, name: str = "") -> np.ndarray:
-    """Load one scp value: ``file.ark:offset`` (array or (rate, int) wav) or an audio path."""
+def load_entry(value: str, name: str = "", sr: int = SAMPLE_RATE, stored_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Load one scp value: ``file.ark:offset`` (array or (rate, int) wav) or an audio path.
+
+    Audio comes back at ``sr``: float32 ark vectors are at ``stored_sr`` (their data dir's
+    rate), wav entries and files at their own rate. Matrices (features) come back as stored.
+    """
     where = name or value
     if ":" in value and not os.path.exists(value):
         try:
@@ -93,27 +100,36 @@ def load_entry(value: str, name: str = "") -> np.ndarray:
             arr = arr.astype(np.float32) / (32768.0 if arr.dtype == np.int16 else 1.0)
             if arr.ndim == 2:
                 arr = arr.mean(axis=1)
-            return resample(arr, rate, SAMPLE_RATE)
-        return np.asarray(obj, dtype=np.float32)
-    return read_audio(value, check=False)
+            return resample(arr, rate, sr)
+        arr = np.asarray(obj, dtype=np.float32)
+        return resample(arr, stored_sr, sr) if arr.ndim == 1 else arr
+    return read_audio(value, sr, check=False)
 
 
-def load_audio(value: str, name: str = "", min_seconds: float = 0.0) -> np.ndarray:
-    """Load an audio scp value and validate it (raises ``AudioError`` naming ``name``)."""
-    return validate(load_entry(value, name), name or value, min_seconds)
+def load_audio(value: str, name: str = "", min_seconds: float = 0.0, sr: int = SAMPLE_RATE,
+               stored_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Load an audio scp value at ``sr`` (see ``load_entry``) and validate it (raises ``AudioError`` naming ``name``)."""
+    return validate(load_entry(value, name, sr, stored_sr), name or value, min_seconds, sr)
 
 
-def iter_scp(scp_path: str) -> Iterator[tuple[str, np.ndarray]]:
-    """Iterate ``(key, array)`` over an scp in file order."""
+def iter_scp(scp_path: str, sr: int = SAMPLE_RATE) -> Iterator[tuple[str, np.ndarray]]:
+    """Iterate ``(key, array)`` over an scp in file order; audio at ``sr`` (see ``ScpReader``)."""
+    stored_sr = read_sample_rate(os.path.dirname(scp_path))
     for key, value in read_kv(scp_path).items():
-        yield key, load_entry(value, f"{scp_path}:{key}")
+        yield key, load_entry(value, f"{scp_path}:{key}", sr, stored_sr)
 
 
 class ScpReader(Mapping[str, np.ndarray]):
-    """Random access to an scp (``reader[key]``); loads lazily."""
+    """Random access to an scp (``reader[key]``); loads lazily.
 
-    def __init__(self, scp_path: str):
+    Audio comes back at ``sr``; float32 ark audio is taken to be at the rate of the data dir
+    holding the scp (its ``sample_rate`` file, 16 kHz when absent). Features come back as stored.
+    """
+
+    def __init__(self, scp_path: str, sr: int = SAMPLE_RATE):
         self.path = scp_path
+        self.sr = sr
+        self.stored_sr = read_sample_rate(os.path.dirname(scp_path))
         self._entries = read_kv(scp_path)
 
     def __getitem__(self, key: str) -> np.ndarray:
@@ -121,7 +137,7 @@ class ScpReader(Mapping[str, np.ndarray]):
             value = self._entries[key]
         except KeyError:
             raise KeyError(f"{self.path}: no key {key!r}") from None
-        return load_entry(value, f"{self.path}:{key}")
+        return load_entry(value, f"{self.path}:{key}", self.sr, self.stored_sr)
 
     def __iter__(self):
         return iter(self._entries)

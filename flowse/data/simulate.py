@@ -10,7 +10,9 @@ with one warning line naming the file; a bad noise or RIR is replaced by another
 draw. Outputs per set: ``wav.scp`` (noisy), ``spk1.scp`` (target), ``noise1.scp``
 (the additive noise: ``noisy == speech + noise1`` exactly, ``speech`` being the
 reverberant speech for reverberant utterances), ``utt2spk``, ``spk2utt``,
-``utt2dur``, ``utt2info``; audio in float32 ark files under ``<set>/split<nj>/<k>/``.
+``utt2dur``, ``utt2info``, ``sample_rate``; audio in float32 ark files under
+``<set>/split<nj>/<k>/``, at the configured ``sample_rate`` (sources at other rates, the
+stage-0 audio files, noises and RIRs, are resampled to it on reading).
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ from typing import Literal
 
 import numpy as np
 
-from flowse.data import jobdirs
 from flowse.features.audio import SAMPLE_RATE, AudioError
-from flowse.data.datadir import write_data_dir
+from flowse.data.datadir import write_data_dir, write_sample_rate
 from flowse.data.kaldi import ark_writers, load_audio
 from flowse.data.mixing import fit_noise, mix, random_segment, rms
 from flowse.data.rir import load_rir, reverberate, schroeder_rt60, target_rir
+from flowse.utils import jobdirs
 from flowse.utils.config import check
 from flowse.utils.fileio import c_sorted, read_kv, write_json
 from flowse.utils.log import get_logger
@@ -37,6 +39,7 @@ from flowse.utils.log import get_logger
 logger = get_logger(__name__)
 
 STEP = "simulate"
+WORKER = "flowse.data.simulate:simulate_job"
 
 
 @dataclass
@@ -65,6 +68,7 @@ class SetConfig:
 @dataclass
 class SimulateConfig:
     seed: int = 2020
+    sample_rate: int = SAMPLE_RATE  # Hz of the mixtures; stage 2 resamples to its feature rate when they differ
     reverb_target: Literal["early", "dry", "reverberant"] = "early"
     early_ms: float = 50.0  # "early" target: RIR up to this long after the direct path
     peak: float = 0.99  # all parts are scaled down together when one would peak above this
@@ -74,6 +78,7 @@ class SimulateConfig:
     sets: dict[str, SetConfig] = field(default_factory=dict)
 
     def __post_init__(self):
+        check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
         check(0 < self.peak <= 1.0, f"peak must be in (0, 1], got {self.peak}")
         check(self.early_ms > 0 and self.noise_crossfade_ms >= 0 and self.max_draws >= 1, "bad early_ms/noise_crossfade_ms/max_draws")
         for name in self.sets:
@@ -99,10 +104,10 @@ def set_sources(local_dir: str, split: str) -> dict[str, str]:
     }
 
 
-def set_inputs(cfg: SimulateConfig, name: str, local_dir: str) -> dict:
-    """What a finished set depends on: the configs and the content of the stage-0 lists."""
+def set_inputs(cfg: SimulateConfig, name: str, local_dir: str) -> tuple[dict, list[str]]:
+    """What a finished set depends on: its config (the set's and the global keys) and the stage-0 lists."""
     src = set_sources(local_dir, cfg.sets[name].split)
-    return {"set": _plain(cfg.sets[name]), "global": _global(cfg), "lists": {k: jobdirs.file_md5(p) for k, p in src.items()}}
+    return {"set": _plain(cfg.sets[name]), "global": _global(cfg)}, list(src.values())
 
 
 def plan_set(cfg: SimulateConfig, name: str, local_dir: str) -> tuple[list[dict], dict]:
@@ -164,29 +169,29 @@ class _Pool:
 def simulate_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
     """Worker of one split job: mix ``items`` into ``wav/spk1/noise1`` arks + ``meta.json``."""
     sc, g = ctx["cfg"], ctx["global"]
-    name, seed = ctx["set"], g["seed"]
+    name, seed, sr = ctx["set"], g["seed"], g["sample_rate"]
     noise_list = read_kv(ctx["noise_scp"])
-    noises = _Pool(noise_list, lambda k: load_audio(noise_list[k], f"noise {k} ({noise_list[k]})", g["noise_min_seconds"]), "noise")
+    noises = _Pool(noise_list, lambda k: load_audio(noise_list[k], f"noise {k} ({noise_list[k]})", g["noise_min_seconds"], sr), "noise")
     rir_list = read_kv(ctx["rir_scp"]) if os.path.exists(ctx["rir_scp"]) else {}
-    rirs = _Pool(rir_list, lambda k: load_rir(rir_list[k], name=f"rir {k} ({rir_list[k]})"), "rir")
+    rirs = _Pool(rir_list, lambda k: load_rir(rir_list[k], sr, name=f"rir {k} ({rir_list[k]})"), "rir")
     rir_info = {k: json.loads(v) for k, v in read_kv(ctx["rir_info"]).items()} if os.path.exists(ctx["rir_info"]) else {}
     target_kind = sc["target"] or g["reverb_target"]
     if sc["reverb_prob"] > 0 and not rir_list:
         logger.warning(f"set {name}: reverb_prob {sc['reverb_prob']} but {ctx['rir_scp']} is empty or missing; no reverberation")
-    crossfade = int(g["noise_crossfade_ms"] * SAMPLE_RATE / 1000)
+    crossfade = int(g["noise_crossfade_ms"] * sr / 1000)
     meta = []
     with ark_writers(job_dir, ("wav", "spk1", "noise1")) as writers:
         for it in items:
             utt = it["utt"]
             rng = jobdirs.key_rng(seed, name, utt)
             try:
-                clean = load_audio(it["path"], f"clean {it['clean']} ({it['path']})", sc["min_seconds"])
+                clean = load_audio(it["path"], f"clean {it['clean']} ({it['path']})", sc["min_seconds"], sr)
             except AudioError as e:
                 logger.warning(f"skipping utterance {utt}: {e}")
                 meta.append({"utt": utt, "skipped": str(e)})
                 continue
             if sc["max_seconds"]:
-                clean = random_segment(clean, int(sc["max_seconds"] * SAMPLE_RATE), rng)
+                clean = random_segment(clean, int(sc["max_seconds"] * sr), rng)
             snr = float(rng.uniform(*sc["snr_range"]))
             level = float(rng.uniform(*sc["level_range"]))
             speech, target, rir_id, rt60, kind = clean, None, None, None, "clean"
@@ -196,11 +201,11 @@ def simulate_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
                     logger.warning(f"utterance {utt}: no usable RIR in {g['max_draws']} draws; mixed without reverberation")
                 else:
                     rir_id, rir = got
-                    rt60 = rir_info.get(rir_id, {}).get("rt60") or schroeder_rt60(rir)
+                    rt60 = rir_info.get(rir_id, {}).get("rt60") or schroeder_rt60(rir, sr)
                     speech = reverberate(clean, rir)
                     kind = target_kind
                     if kind != "reverberant":
-                        target = reverberate(clean, target_rir(rir, kind, g["early_ms"]))
+                        target = reverberate(clean, target_rir(rir, kind, g["early_ms"], sr))
             noise = None
             for _ in range(g["max_draws"]):
                 got = noises.draw(rng, g["max_draws"])
@@ -226,8 +231,8 @@ def simulate_job(job_dir: str, ctx: dict, items: list[dict]) -> None:
     write_json(os.path.join(job_dir, "meta.json"), meta)
 
 
-def merge_set(job_dirs: list[str], set_dir: str) -> dict:
-    """Merge the jobs of a set into its data dir (C-sorted, identical keys, counts checked); returns counts."""
+def merge_set(job_dirs: list[str], set_dir: str, sr: int = SAMPLE_RATE) -> dict:
+    """Merge the jobs of a set (audio at ``sr``) into its data dir (C-sorted, identical keys, counts checked); returns counts."""
     files: dict[str, dict] = {"wav.scp": {}, "spk1.scp": {}, "noise1.scp": {}, "utt2spk": {}, "utt2dur": {}, "utt2info": {}}
     skipped, seconds = 0, 0.0
     for d in job_dirs:
@@ -243,13 +248,14 @@ def merge_set(job_dirs: list[str], set_dir: str) -> dict:
                     skipped += 1
                     continue
                 files["utt2spk"][m["utt"]] = m["spk"]
-                files["utt2dur"][m["utt"]] = f"{m['samples'] / SAMPLE_RATE:.4f}"
+                files["utt2dur"][m["utt"]] = f"{m['samples'] / sr:.4f}"
                 files["utt2info"][m["utt"]] = m["info"]
-                seconds += m["samples"] / SAMPLE_RATE
+                seconds += m["samples"] / sr
     n = len(files["utt2spk"])
     if n == 0:
         raise RuntimeError(f"{set_dir}: no usable utterance ({skipped} skipped; see the warnings in {set_dir}/log)")
     write_data_dir(set_dir, files)
+    write_sample_rate(set_dir, sr)
     return {"utterances": n, "skipped": skipped, "seconds": seconds}
 
 
@@ -259,9 +265,9 @@ def simulate_sets(cfg: SimulateConfig, names: list[str], local_dir: str, data_di
     splits = []
     for name in names:
         items, ctx = plan_set(cfg, name, local_dir)
-        splits.append(("simulate", items, ctx, os.path.join(data_dir, name)))
+        splits.append((WORKER, items, ctx, os.path.join(data_dir, name)))
     all_dirs = jobdirs.run_splits(splits, nj, os.path.join(data_dir, "log"), STEP, cmd)
-    out = {name: merge_set(dirs, os.path.join(data_dir, name)) for name, dirs in zip(names, all_dirs)}
+    out = {name: merge_set(dirs, os.path.join(data_dir, name), cfg.sample_rate) for name, dirs in zip(names, all_dirs)}
     wall = time.time() - start
     for counts in out.values():
         counts["wall_seconds"] = wall

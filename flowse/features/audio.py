@@ -1,6 +1,8 @@
 """Audio reading with the checks every stage needs.
 
-All audio inside the toolkit is float32 mono at ``SAMPLE_RATE`` (16 kHz).
+Audio inside the toolkit is float32 mono. ``SAMPLE_RATE`` (16 kHz) is the default rate of
+every stage and the rate of scoring; a stage that works at another rate (the rate of its
+feature config, ``MelConfig.sample_rate``, or the simulation's ``sample_rate``) passes it.
 ``read_audio`` downmixes multi-channel files (mean over channels) and resamples
 other rates; it raises ``AudioError`` (naming the file) for unreadable, empty,
 non-finite or all-zero audio so that callers can skip with one warning line.
