@@ -31,5 +31,5 @@ setup(
         # (speechmos, Resemblyzer) in tests and benchmarks.
         "test": ["pytest", "pytest-timeout", "librosa", "webrtcvad-wheels"],
     },
-    entry_points={"console_scripts": ["flowse-enhance=flowse.bin.enhance:main"]},
+    entry_points={"console_scripts": ["flowse-enhance=flowse.bin.enhance:console_main"]},
 )

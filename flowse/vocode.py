@@ -47,7 +47,7 @@ def decode_scp(
     if noisy_scp:
         noisy_entries = read_kv(noisy_scp)
         check_same_keys({feats_scp: list(feats), noisy_scp: list(noisy_entries)})
-        noisy = ScpReader(noisy_scp)
+        noisy = ScpReader(noisy_scp, vocoder.sample_rate)
     elif vocoder.needs_noisy:
         raise ValueError(f"vocoder {vocoder.name} needs the noisy waveforms: give noisy_scp for {feats_scp}")
     keys = list(feats)
@@ -82,13 +82,15 @@ def decode_scp(
 
 def vocoder_ceiling(
     vocoder: Vocoder, data_dir: str, dump_dir: str, out_root: str, sets: list[str], force: bool = False,
-    batch_size: int = 4,
+    batch_size: int = 4, vocoder_key: dict | None = None,
 ) -> list[str]:
     """The vocoder ceiling: clean mel (``dump/<set>/spk1_feats.scp``) -> ``<out_root>/enhanced_<set>/``.
 
     The noisy ``data/<set>/wav.scp`` gives the output lengths (and the noisy input of mel-gain).
-    Sets without clean features (e.g. real recordings) are skipped with a log line; a set whose
-    ``.ceiling.done`` marker exists is skipped unless ``force``. Returns the sets decoded or found done.
+    Sets without clean features (e.g. real recordings) are skipped with a log line. A set's
+    ``.ceiling.done`` marker is keyed on ``vocoder_key`` (what identifies the vocoder: stage 3
+    passes its marker key, so an edited vocoder yaml redoes the ceiling) and the set's input
+    lists; a set done with the same key is skipped unless ``force``. Returns the sets decoded or found done.
     """
     from flowse.utils import stage
 
@@ -100,7 +102,8 @@ def vocoder_ceiling(
         if not os.path.exists(feats):
             logger.info("vocoder ceiling: skipping %s (no clean reference features %s)", name, feats)
             continue
-        if not force and stage.is_done(out_dir, "ceiling"):
+        key = stage.step_key(files=[feats, noisy], vocoder=vocoder_key)
+        if stage.is_done(out_dir, "ceiling", key, force):
             logger.info("vocoder ceiling: %s already done (%s); --force true redoes it", name, out_dir)
             done.append(name)
             continue
@@ -110,7 +113,7 @@ def vocoder_ceiling(
             noisy = None
         stage.clear(out_dir, "ceiling")
         n = decode_scp(vocoder, feats, out_dir, noisy, batch_size)
-        stage.mark_done(out_dir, "ceiling")
+        stage.mark_done(out_dir, "ceiling", key)
         logger.info("vocoder ceiling: %s -> %s (%d utterances, vocoder %s)", name, out_dir, n, vocoder.name)
         done.append(name)
     return done

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from flowse.data.corpus_mini import MiniConfig, load_sentences, make_speakers, plan_speech
-from flowse.data.jobdirs import key_rng
+from flowse.utils.jobdirs import key_rng
 from flowse.data.simulate import SetConfig, SimulateConfig, plan_set
 from flowse.data.tts import synthesize, trim_silence
 from flowse.utils.config import ConfigError, load_config

@@ -1,5 +1,4 @@
 """Training data: dump-dir reading with bad-utterance skipping, frame batching, DDP sharding, resumable loader."""
-import json
 import logging
 
 import numpy as np

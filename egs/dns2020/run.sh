@@ -19,7 +19,7 @@ master_port=29500
 corpus=mini          # mini | dns2020
 dns_root=            # DNS-Challenge checkout (interspeech2020/master) for --corpus dns2020
 conf_dir=            # default: conf/mini for the mini corpus, conf/paper for dns2020
-force=false          # redo stages even when their completion marker exists
+force=false          # redo stages even when done with the same config and inputs
 corpus_config=;   corpus_args=
 simulate_config=; simulate_args=
 mel_config=;      mel_args=
@@ -106,8 +106,9 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "stage 6: enhancement and scoring of $test_sets"
-  systems="exp/noisy_input $vocoder_exp $pretrain_exp $(compgen -G 'exp/grpo_*' | tr '\n' ' ' || true)"
-  timed stage6 python -m flowse.bin.evaluate --systems "$systems" --data_dir data --sets "$test_sets" \
+  systems="exp/noisy_input $vocoder_exp $pretrain_exp"; [ ! -d $grpo_exp ] || systems+=" $grpo_exp"
+  # --exp_root: every other exp dir holding a model.pt is scored too (other post-training exps)
+  timed stage6 python -m flowse.bin.evaluate --systems "$systems" --exp_root exp --data_dir data --sets "$test_sets" \
     --config $score_config --nj $nj --cmd "$data_cmd" --force $force $score_args
   python utils/collect_results.py exp --out RESULTS.md
 fi

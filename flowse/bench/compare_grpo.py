@@ -8,7 +8,6 @@ training means (run - base) with its paired standard error.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from flowse.rl.compare import check_comparable, load_history, paired_differences
 
@@ -32,4 +31,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flowse.utils.cli import run
+
+    run(main)

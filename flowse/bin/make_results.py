@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from flowse.metrics.results import make_results
+from flowse.utils.cli import run
 from flowse.utils.log import get_logger, setup_logging
 
 logger = get_logger("flowse.bin.make_results")
@@ -28,4 +28,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

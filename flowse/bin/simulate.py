@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import time
 
-from flowse.data import jobdirs
-from flowse.data.simulate import STEP, SimulateConfig, set_inputs, simulate_sets
-from flowse.utils.config import load_config, save_config
-from flowse.utils.log import get_logger, setup_logging
-
-logger = get_logger(__name__)
+from flowse.data.simulate import SimulateConfig
+from flowse.data.stages import run_simulate
+from flowse.utils.cli import run
+from flowse.utils.config import load_config
+from flowse.utils.log import setup_logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,39 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     setup_logging(os.path.join(args.data_dir, "log", "simulate.log"))
     cfg = load_config(SimulateConfig, args.config, overrides)
-    if not cfg.sets:
-        raise SystemExit(f"{args.config}: no sets to simulate (the 'sets' mapping is empty)")
-    force = args.force == "true"
-    todo, inputs = [], {}
-    for name in cfg.sets:
-        set_dir = os.path.join(args.data_dir, name)
-        inputs[name] = set_inputs(cfg, name, args.local_dir)
-        if jobdirs.stage_up_to_date(set_dir, STEP, inputs[name], force):
-            logger.info(f"{set_dir}: already simulated, skipping (--force true to redo)")
-            continue
-        jobdirs.stage_start(set_dir, STEP)
-        if force and os.path.isdir(set_dir):
-            shutil.rmtree(set_dir)
-        todo.append(name)
-    if not todo:
-        return
-    start = time.time()
-    counts = simulate_sets(cfg, todo, args.local_dir, args.data_dir, args.nj, args.cmd)
-    for name in todo:
-        set_dir = os.path.join(args.data_dir, name)
-        save_config(cfg, os.path.join(set_dir, "simulate.yaml"))
-        jobdirs.stage_finish(set_dir, STEP, inputs[name])
-        c = counts[name]
-        logger.info(f"{set_dir}: {c['utterances']} utterances ({c['seconds'] / 3600:.3f} h), {c['skipped']} skipped")
-    wall = time.time() - start
-    n = sum(c["utterances"] for c in counts.values())
-    hours = sum(c["seconds"] for c in counts.values()) / 3600
-    skipped = sum(c["skipped"] for c in counts.values())
-    logger.info(
-        f"stage 1 done: {n} utterances, {hours:.3f} h of audio in {wall:.1f} s with nj={args.nj}: "
-        f"{n / wall:.1f} utt/s, {hours / (wall / 3600):.0f} audio-hours/hour; {skipped} skipped"
-    )
+    run_simulate(cfg, args.local_dir, args.data_dir, args.nj, args.cmd, args.force == "true")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,16 +3,19 @@
     python -m flowse.bin.vocoder_ceiling --vocoder_dir exp/vocoder_vocoder --data_dir data --dump_dir dump \\
         --sets "test_no_reverb test_with_reverb" [--device auto] [--force false] [--batch_size 4]
 
-Writes ``<vocoder_dir>/enhanced_<set>/<utt>.wav`` + ``wav.scp`` (stage 3 runs the same step).
+Writes ``<vocoder_dir>/enhanced_<set>/<utt>.wav`` + ``wav.scp`` (stage 3 runs the same step);
+a set is redone when the vocoder dir was prepared again (its stage-3 marker key changed).
 """
 from __future__ import annotations
 
 import argparse
 
 from flowse.models.vocoders import load_vocoder
-from flowse.vocode import vocoder_ceiling
+from flowse.utils import stage
+from flowse.utils.cli import run
 from flowse.utils.distributed import init_distributed
 from flowse.utils.log import setup_logging
+from flowse.vocode import vocoder_ceiling
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     device = init_distributed(args.device).device
     vocoder = load_vocoder(args.vocoder_dir, device)
     vocoder_ceiling(vocoder, args.data_dir, args.dump_dir, args.out_dir or args.vocoder_dir, args.sets.split(),
-                    args.force == "true", args.batch_size)
+                    args.force == "true", args.batch_size, stage.read_key(args.vocoder_dir, "vocoder"))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import sys
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -108,7 +107,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls: type[T], data: dict, where: str) -> T:
-    hints = typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
+    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
