@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from flowse.models.dit import DiT, DiTConfig
+from flowse.models.dit import DiTConfig
 from flowse.models.flowse_model import FlowConfig, FlowSE
 from flowse.rl.advantages import group_advantages
 from flowse.rl.config import GRPOConfig, LoRAConfig
 from flowse.rl.lora import apply_lora, count_lora_parameters, lora_state_dict, merge_lora, reference_policy
 from flowse.rl.loss import grpo_loss
 from flowse.rl.prompts import PromptSet
-from flowse.rl.rollout import Transitions, transition_log_prob
-from flowse.rl.trainer import GRPOTrainer
+from flowse.rl.rollout import transition_log_prob
+from flowse.rl.task import GRPOTask
 from flowse.sampling.ode import ode_sample
 from flowse.utils.config import load_config
+from flowse.train.trainer import Trainer
 from flowse.utils.distributed import DistInfo
 
 F = 16
@@ -57,11 +58,11 @@ def prompt_set(n: int, seed: int) -> PromptSet:
 
 def make_cfg(**over) -> GRPOConfig:
     base = dict(
-        seed=3, max_steps=16,
         rollout=dict(group_size=4, prompts_per_round=2, rounds_per_iter=2, crop_seconds=FRAMES * 256 / 16000,
                      min_seconds=0.0, noise_level=0.7),
-        train=dict(train_batch_size=3, updates_per_iter=2, lr=1e-2, clip_range=0.2, beta=0.0, lr_schedule="constant"),
-        lora=dict(r=4, alpha=8), eval=dict(every=0, nfe=10),
+        train=dict(seed=3, max_steps=16, train_batch_size=3, updates_per_iter=2, lr=1e-2, clip_range=0.2, beta=0.0,
+                   schedule="constant", eval_interval=0, progress=False),
+        lora=dict(r=4, alpha=8), eval=dict(nfe=10),
     )
     for k, v in over.items():
         if isinstance(v, dict):
@@ -71,12 +72,20 @@ def make_cfg(**over) -> GRPOConfig:
     return load_config(GRPOConfig, None, base)
 
 
-def ode_outputs(trainer: GRPOTrainer, prompts: PromptSet) -> torch.Tensor:
-    b = prompts.batch(range(len(prompts)), trainer.crop_frames, pad_to=trainer.crop_frames)
-    cond = trainer.model.normalize(b.mel, "noisy") * b.mask[..., None]
+def grpo(cfg: GRPOConfig, prompts: PromptSet, model: FlowSE | None = None, exp_dir: str | None = None,
+         dist: DistInfo | None = None, eval_prompts: PromptSet | None = None) -> Trainer:
+    """The training frame around a ``GRPOTask`` with the ``BandReward``."""
+    task = GRPOTask(model if model is not None else tiny_model(), cfg, BandReward(), prompts, dist, eval_prompts)
+    return Trainer(task, cfg.train, exp_dir, dist)
+
+
+def ode_outputs(trainer: Trainer, prompts: PromptSet) -> torch.Tensor:
+    col = trainer.task.collector
+    b = prompts.batch(range(len(prompts)), col.crop_frames, pad_to=col.crop_frames)
+    cond = col.model.normalize(b.mel, "noisy") * b.mask[..., None]
     x0 = torch.randn(cond.shape, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        return ode_sample(trainer.model, cond, b.mask, 10, None, x0=x0), b.mask
+        return ode_sample(col.model, cond, b.mask, 10, None, x0=x0), b.mask
 
 
 def test_lora_param_count_paper_and_reference_policy():
@@ -136,47 +145,47 @@ def test_ppo_clip_loss_values():
 
 def test_recomputed_log_probs_equal_rollout_ones():
     """Before any update the ratio is 1 (eval mode: dropout off; other batch composition)."""
-    tr = GRPOTrainer(tiny_model(dropout=0.1), make_cfg(rollout=dict(window_start_range=[1, 1], window_size=3)),
-                     BandReward(), prompt_set(8, 0))
-    rd, _, _ = tr.rollout_round(0, 0)
+    tr = grpo(make_cfg(rollout=dict(window_start_range=[1, 1], window_size=3)), prompt_set(8, 0),
+              tiny_model(dropout=0.1))
+    rd, _, _ = tr.task.collector.rollout_round(0, 0)
     assert torch.isfinite(rd.tr.log_prob).all() and len(rd.tr) == 3 * 8
     perm = torch.randperm(len(rd.tr), generator=torch.Generator().manual_seed(0))
     n_cand = rd.cond.shape[0]
     for chunk in perm.split(5):
         sub = rd.tr.index(chunk)
         with torch.no_grad():
-            lp, _, _ = transition_log_prob(tr.velocity, sub, rd.cond[sub.sample], rd.mask[sub.sample], 0.7)
+            lp, _, _ = transition_log_prob(tr.task.collector.velocity, sub, rd.cond[sub.sample], rd.mask[sub.sample], 0.7)
         assert (sub.sample == chunk % n_cand).all()
         assert float((lp - sub.log_prob).abs().max()) < 1e-5
         assert float((torch.exp(lp - sub.log_prob) - 1).abs().max()) < 1e-5
-    rec = tr.run_iteration()
+    rec = tr.run_unit().stats
     assert rec["onpolicy_ratio_dev"] < 1e-5 and rec["updates"] == 2
 
 
 def test_candidates_of_a_prompt_differ_and_rounds_follow_schedule():
-    tr = GRPOTrainer(tiny_model(), make_cfg(), BandReward(), prompt_set(8, 0))
-    rd, rep, _ = tr.rollout_round(0, 1)
-    nfe, window = tr.round_schedule(0, 1)
+    col = grpo(make_cfg(), prompt_set(8, 0)).task.collector
+    rd, rep, _ = col.rollout_round(0, 1)
+    nfe, window = col.round_schedule(0, 1)
     assert 7 <= nfe <= 10 and window[0] in (0, 1, 2) and len(window) == 2
     assert rep.keys[0] == rep.keys[3] and rep.keys[3] != rep.keys[4]  # prompt-major groups of G = 4
     x1 = rd.x1
     assert (x1[0] - x1[1]).abs().mean() > 1e-2  # SDE noise makes the candidates differ
     # the same round again gives the same samples (per-prompt seeds)
-    rd2, _, _ = tr.rollout_round(0, 1)
+    rd2, _, _ = col.rollout_round(0, 1)
     torch.testing.assert_close(rd2.x1, x1)
 
 
 def _train(beta: float, steps: int = 16):
-    model = tiny_model()
-    tr = GRPOTrainer(model, make_cfg(max_steps=steps, train=dict(beta=beta, lr=3e-2)), BandReward(), prompt_set(16, 0))
+    tr = grpo(make_cfg(train=dict(max_steps=steps, beta=beta, lr=3e-2)), prompt_set(16, 0))
     held = prompt_set(8, 1)
-    with reference_policy(tr.model):
+    crop = tr.task.collector.crop_frames
+    with reference_policy(tr.task.model):
         x_ref, mask = ode_outputs(tr, held)
-    before = BandReward().metrics(x_ref, held.batch(range(8), tr.crop_frames, pad_to=tr.crop_frames))["band"].mean()
-    while tr.step < steps:
-        tr.run_iteration()
+    before = BandReward().metrics(x_ref, held.batch(range(8), crop, pad_to=crop))["band"].mean()
+    tr.fit()
+    assert tr.step == steps
     x_new, _ = ode_outputs(tr, held)
-    after = BandReward().metrics(x_new, held.batch(range(8), tr.crop_frames, pad_to=tr.crop_frames))["band"].mean()
+    after = BandReward().metrics(x_new, held.batch(range(8), crop, pad_to=crop))["band"].mean()
     dist_ref = float(((x_new - x_ref).abs() * mask[..., None]).sum() / (mask.sum() * F))
     return before, after, dist_ref, tr
 
@@ -198,7 +207,7 @@ def _free_port() -> int:
 
 
 def _dist_cfg() -> GRPOConfig:
-    return make_cfg(max_steps=1, train=dict(updates_per_iter=1))
+    return make_cfg(train=dict(max_steps=1, updates_per_iter=1))
 
 
 def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -208,13 +217,13 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        tr = GRPOTrainer(tiny_model(), _dist_cfg(), BandReward(), prompt_set(16, 0),
-                         dist=DistInfo(rank, world, rank, torch.device("cpu")))
-        tr.run_iteration()
+        tr = grpo(_dist_cfg(), prompt_set(16, 0), dist=DistInfo(rank, world, rank, torch.device("cpu")))
+        tr.run_unit()
+        task = tr.task
         if rank == 0:
-            torch.save({"lora": lora_state_dict(tr.model), "adv": torch.from_numpy(tr.last_advantages.values),
-                        "grads": [p.grad.clone() for p in tr.params],
-                        "rewards": torch.from_numpy(tr.last_rewards), "step": tr.step},
+            torch.save({"lora": lora_state_dict(task.model), "adv": torch.from_numpy(task.last_collection.adv.values),
+                        "grads": [p.grad.clone() for p in task.params],
+                        "rewards": torch.from_numpy(task.last_collection.rewards), "step": tr.step},
                        os.path.join(out_dir, "dist.pt"))
     finally:
         dist.destroy_process_group()
@@ -224,37 +233,42 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_two_gloo_ranks_match_one_process(tmp_path):
     import torch.multiprocessing as mp
 
-    one = GRPOTrainer(tiny_model(), _dist_cfg(), BandReward(), prompt_set(16, 0))
-    one.run_iteration()
+    one = grpo(_dist_cfg(), prompt_set(16, 0))
+    one.run_unit()
+    col = one.task.last_collection
     mp.spawn(_dist_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     two = torch.load(tmp_path / "dist.pt", weights_only=True)
     assert two["step"] == one.step == 1
-    np.testing.assert_allclose(two["rewards"].numpy(), one.last_rewards, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(two["adv"].numpy(), one.last_advantages.values, rtol=0, atol=1e-9)
-    ref = lora_state_dict(one.model)
+    np.testing.assert_allclose(two["rewards"].numpy(), col.rewards, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(two["adv"].numpy(), col.adv.values, rtol=0, atol=1e-9)
+    ref = lora_state_dict(one.task.model)
     moved = 0.0
     for k, v in ref.items():
         assert float((two["lora"][k] - v).abs().max()) < 1e-6, k
         moved = max(moved, float(v.abs().max()))
     assert moved > 1e-3  # the update did change the adapter
-    g_max = max(float(p.grad.abs().max()) for p in one.params)
-    for g2, p in zip(two["grads"], one.params):
+    g_max = max(float(p.grad.abs().max()) for p in one.task.params)
+    for g2, p in zip(two["grads"], one.task.params):
         assert float((g2 - p.grad).abs().max()) <= 1e-6 * g_max  # the all-reduced gradient is the 1-process one
 
 
 def test_resume_continues_exactly(tmp_path):
-    straight = GRPOTrainer(tiny_model(), make_cfg(max_steps=4), BandReward(), prompt_set(16, 0))
-    straight.run_iteration()
-    straight.run_iteration()
-    first = GRPOTrainer(tiny_model(), make_cfg(max_steps=4), BandReward(), prompt_set(16, 0), exp_dir=str(tmp_path))
-    first.run_iteration()
-    first.save()
-    again = GRPOTrainer(tiny_model(), make_cfg(max_steps=4), BandReward(), prompt_set(16, 0), exp_dir=str(tmp_path))
-    assert again.resume() and (again.step, again.iteration) == (2, 1)
-    again.run_iteration()
-    for k, v in lora_state_dict(straight.model).items():
-        torch.testing.assert_close(lora_state_dict(again.model)[k], v, rtol=0, atol=1e-7)
-    assert again.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
+    """The frame stops after iteration 0 (stop_at) and a new process-like trainer resumes from the checkpoint:
+    the same adapter, LR and logs as one uninterrupted run."""
+    cfg = make_cfg(train=dict(max_steps=4, schedule="linear"))
+    straight = grpo(cfg, prompt_set(16, 0))
+    straight.fit()
+    first = grpo(cfg, prompt_set(16, 0), exp_dir=str(tmp_path))
+    first.fit(stop_at=2)
+    assert first.step == 2 and os.path.exists(tmp_path / "checkpoint_2.pt")
+    again = grpo(cfg, prompt_set(16, 0), exp_dir=str(tmp_path))
+    again.fit()
+    assert (again.step, again.task.progress.iteration) == (4, 2)
+    for k, v in lora_state_dict(straight.task.model).items():
+        assert torch.equal(lora_state_dict(again.task.model)[k], v), k
+    assert again.task.scheduler.get_last_lr() == straight.task.scheduler.get_last_lr()
+    assert [r["iteration"] for r in again.history] == [0, 1]
+    assert [r["reward_mean"] for r in again.history] == [r["reward_mean"] for r in straight.history]
 
 
 def test_prompt_crop_keeps_wav_and_mel_aligned():
@@ -279,8 +293,7 @@ def test_prompt_crop_keeps_wav_and_mel_aligned():
 
 def test_same_init_noise_shares_x0_within_groups():
     cfg = make_cfg(rollout=dict(window_start_range=[1, 1], same_init_noise=True))
-    tr = GRPOTrainer(tiny_model(), cfg, BandReward(), prompt_set(8, 0))
-    rd, _, _ = tr.rollout_round(0, 0)
+    rd, _, _ = grpo(cfg, prompt_set(8, 0)).task.collector.rollout_round(0, 0)
     first = rd.tr.index(torch.nonzero(rd.tr.step == 0).flatten())  # x_t of step 0 is x0 (masked)
     g = cfg.rollout.group_size
     torch.testing.assert_close(first.x_t[:g], first.x_t[:1].expand(g, -1, -1))
@@ -296,9 +309,8 @@ def test_bad_prompts_are_skipped_with_a_warning(caplog):
     bad = PromptSet(mels, hop=256)
     held = dict(prompt_set(3, 1).mels)
     held["u001"] = np.full((10, F), np.inf, np.float32)
-    tr = GRPOTrainer(tiny_model(), make_cfg(rollout=dict(prompts_per_round=4)), BandReward(), bad,
-                     eval_prompts=PromptSet(held, hop=256))
-    rec = tr.run_iteration()
+    tr = grpo(make_cfg(rollout=dict(prompts_per_round=4)), bad, eval_prompts=PromptSet(held, hop=256))
+    rec = tr.run_unit().stats
     ev = tr.evaluate()
     assert np.isfinite(rec["reward_mean"]) and rec["updates"] == 2
     assert "u003" in caplog.text and "skipping prompt" in caplog.text

@@ -104,7 +104,7 @@ def test_grpo_cli_outputs_export_and_resume(recipe):
         evals = [json.loads(line) for line in open(os.path.join(exp, "eval.jsonl"))]
         assert [e["step"] for e in evals] == [0, 2] and "eval/ESTOI" in evals[0]
         saved = yaml.safe_load(open(os.path.join(exp, "config.yaml")))
-        assert saved["reward"]["metrics"] == ["SISDR"] and saved["max_steps"] == 2
+        assert saved["reward"]["metrics"] == ["SISDR"] and saved["train"]["max_steps"] == 2
         # the merged model loads as a plain model dir and differs from the base model
         merged, _ = load_model_dir(exp)
         base, _ = load_model_dir(os.path.join(recipe, "exp", "pretrain"))
@@ -117,7 +117,7 @@ def test_grpo_cli_outputs_export_and_resume(recipe):
         assert _grpo(recipe, exp) == 0
         assert "already done" in open(os.path.join(exp, "train.log")).read()
         # forced with more steps: resumes from checkpoint_2 and continues
-        assert _grpo(recipe, exp, "--force", "true", "--max_steps", "4") == 0
+        assert _grpo(recipe, exp, "--force", "true", "--train.max_steps", "4") == 0
         log = open(os.path.join(exp, "train.log")).read()
         assert "resumed from" in log and "checkpoint_2.pt" in log
         rows = [json.loads(line) for line in open(os.path.join(exp, "metrics.jsonl"))]
@@ -133,9 +133,9 @@ def test_grpo_configs_load_and_bad_values_are_named():
     for c in ["tiny/grpo.yaml", "mini/grpo.yaml", "mini/grpo_multi.yaml", "paper/grpo.yaml",
               "paper/grpo_dnsmos_a0.2.yaml", "paper/grpo_a0.3.yaml", "paper/grpo_nonfast.yaml"]:
         cfg = load_config(GRPOConfig, os.path.join(RECIPE, "conf", c))
-        assert cfg.max_steps >= 1
+        assert cfg.train.max_steps >= 1
     paper = load_config(GRPOConfig, os.path.join(RECIPE, "conf", "paper", "grpo.yaml"))
-    assert (paper.lora.r, paper.lora.alpha, paper.rollout.noise_level, paper.max_steps) == (32, 64, 0.4, 5000)
+    assert (paper.lora.r, paper.lora.alpha, paper.rollout.noise_level, paper.train.max_steps) == (32, 64, 0.4, 5000)
     assert (paper.rollout.group_size, paper.rollout.prompts_per_round, paper.rollout.rounds_per_iter) == (10, 6, 12)
     assert (paper.train.train_batch_size, paper.train.updates_per_iter, paper.train.lr) == (12, 4, 2e-4)
     assert paper.reward.metrics == ["OVRL", "SPK", "SBS"] and paper.reward.weights == [0.6, 1.0, 1.0]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from flowse.rl.snr import gradient_snr
-from flowse.rl.trainer import GRPOTrainer
-from test_grpo_algorithm import BandReward, make_cfg, prompt_set, tiny_model
+from flowse.rl.task import GRPOTask
+from test_grpo_algorithm import BandReward, grpo, make_cfg, prompt_set, tiny_model
 
 
 def _synthetic(k: int, p: int, signal: float, noise: float, seed: int) -> torch.Tensor:
@@ -47,7 +47,7 @@ class RandomReward(BandReward):
 
 def _snr(reward, same_init_noise: bool = True, k: int = 10):
     shape = dict(group_size=8, prompts_per_round=4, rounds_per_iter=2, same_init_noise=same_init_noise)
-    tr = GRPOTrainer(tiny_model(), make_cfg(rollout=shape), reward, prompt_set(128, 0))
+    tr = GRPOTask(tiny_model(), make_cfg(rollout=shape), reward, prompt_set(128, 0))
     before = [p.detach().clone() for p in tr.params]
     g = torch.stack([tr.policy_gradient(i) for i in range(k)])
     assert all(torch.equal(a, p) for a, p in zip(before, tr.params))  # no update
@@ -66,12 +66,12 @@ def test_policy_gradient_signal_and_its_absence():
 
 def test_policy_gradient_is_the_first_update_direction():
     """Adam's first step (one update per iteration) moves a parameter by -lr g / (|g| + eps)."""
-    cfg = make_cfg(train=dict(updates_per_iter=1, weight_decay=0.0, max_grad_norm=1e9, lr=1e-3))
-    g = GRPOTrainer(tiny_model(), cfg, BandReward(), prompt_set(16, 0)).policy_gradient(0)
-    tr = GRPOTrainer(tiny_model(), cfg, BandReward(), prompt_set(16, 0))
-    before = torch.cat([p.detach().flatten().clone() for p in tr.params])
-    tr.run_iteration()
-    delta = torch.cat([p.detach().flatten() for p in tr.params]) - before
+    cfg = make_cfg(train=dict(updates_per_iter=1, weight_decay=0.0, grad_clip=1e9, lr=1e-3))
+    g = grpo(cfg, prompt_set(16, 0)).task.policy_gradient(0)
+    tr = grpo(cfg, prompt_set(16, 0))
+    before = torch.cat([p.detach().flatten().clone() for p in tr.task.params])
+    tr.run_unit()
+    delta = torch.cat([p.detach().flatten() for p in tr.task.params]) - before
     moving = g.abs() > 1e-10
     assert moving.sum() > 100
     torch.testing.assert_close(delta[moving], -1e-3 * g[moving] / (g[moving].abs() + 1e-8), rtol=0, atol=1e-6)

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from flowse.data.kaldi import ArkWriter
-from flowse.train.pretrain import PretrainConfig, run_pretrain
-from flowse.train.trainer import TrainConfig, Trainer
-from flowse.utils.config import load_config
+from flowse.features.mel import MelConfig
+from flowse.train.pretrain import PretrainConfig, PretrainTrainConfig, run_pretrain
+from flowse.train.supervised import SupervisedTask
+from flowse.train.trainer import Trainer
+from flowse.utils.config import load_config, save_config
 from flowse.utils.distributed import DistInfo
 from flowse.utils.fileio import write_kv
 
@@ -19,7 +21,7 @@ TINY = {
               "conv_groups": 4, "time_freq_dim": 8, "dropout": 0.1},
     "flow": {"cfg_dropout": 0.3},
     "data": {"batch_frames": 160, "max_frames": 40, "min_frames": 2, "cache": True},
-    "train": {"max_steps": 6, "lr": 3e-3, "warmup_steps": 2, "log_interval": 2, "valid_interval": 3,
+    "train": {"max_steps": 6, "lr": 3e-3, "warmup_steps": 2, "log_interval": 2, "eval_interval": 3,
               "ckpt_interval": 3, "keep_checkpoints": 5, "ema_decay": 0.9, "progress": False},
     "threads": 1,
     "valid_sample_utts": 1,
@@ -45,6 +47,7 @@ def make_dump(root, n_train=24, n_valid=4, seed=0):
     stats = {"feats": {"mean": [-3.5] * N_MELS, "std": [1.2] * N_MELS}, "spk1_feats": {"mean": -5.0, "std": 1.4}}
     with open(os.path.join(root, "train", "stats.json"), "w") as f:
         json.dump(stats, f)
+    save_config(MelConfig(n_mels=N_MELS), os.path.join(root, "mel.yaml"))  # stage 2 records its mel config
     return root
 
 
@@ -78,7 +81,7 @@ def test_resume_gives_the_same_weights_as_one_run(dump, tmp_path):
     cb = torch.load(os.path.join(two, "checkpoint_6.pt"), weights_only=True)
     for k in ca["model"]:  # the raw (non-EMA) weights too
         assert torch.allclose(ca["model"][k], cb["model"][k], atol=1e-6, rtol=0), k
-    assert (ca["epoch"], ca["index"]) == (cb["epoch"], cb["index"])
+    assert (ca["data"]["epoch"], ca["data"]["index"]) == (cb["data"]["epoch"], cb["data"]["index"])
     assert not torch.equal(a["dit.proj_out.weight"], ca["model"]["dit.proj_out.weight"])  # model.pt holds the EMA
     # metrics.jsonl of the resumed run has each step once
     rows = [json.loads(x) for x in open(os.path.join(two, "metrics.jsonl"))]
@@ -102,17 +105,17 @@ def _toy_trainer(tmp_path, nan_steps, max_bad=2, max_steps=5):
         loss = (module(batch["x"]) ** 2).mean()
         return (loss * float("nan") if calls["n"] in nan_steps else loss), {}
 
-    cfg = TrainConfig(max_steps=max_steps, lr=1e-2, warmup_steps=0, log_interval=1, valid_interval=100,
-                      ckpt_interval=100, max_bad_steps=max_bad, progress=False)
+    cfg = PretrainTrainConfig(max_steps=max_steps, lr=1e-2, warmup_steps=0, log_interval=1, eval_interval=100,
+                              ckpt_interval=100, max_bad_steps=max_bad, progress=False)
     torch.manual_seed(0)
-    return Trainer(torch.nn.Linear(3, 2), cfg, str(tmp_path), DistInfo(), _ToyLoader(), loss_fn)
+    return Trainer(SupervisedTask(torch.nn.Linear(3, 2), cfg, DistInfo(), _ToyLoader(), loss_fn), cfg, str(tmp_path))
 
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     tr = _toy_trainer(tmp_path, nan_steps={2, 3})
     tr.fit(resume=False)
     assert tr.step == 5 and tr.bad_steps == 2 and tr.bad_in_a_row == 0
-    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+    assert all(torch.isfinite(p).all() for p in tr.task.model.parameters())
     rows = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
     assert rows[-1]["skipped_steps"] == 2 and np.isfinite(rows[-1]["loss"])
 
@@ -135,7 +138,7 @@ def test_bin_outputs_marker_and_skip(dump, tmp_path, capsys):
     argv = ["--config", str(conf), "--dump_dir", dump, "--exp_dir", str(exp), "--vocoder_dir", str(voc),
             "--device", "cpu", "--train.max_steps", "4", "--model.depth", "2"]
     assert pretrain.main(argv) == 0
-    for f in ("model.pt", "config.yaml", "vocoder_dir", "metrics.jsonl", "train.log", "train_curves.png",
+    for f in ("model.pt", "config.yaml", "vocoder_dir", "metrics.jsonl", "eval.jsonl", "train.log", "train_curves.png",
               "checkpoint_4.pt", ".pretrain.done"):
         assert (exp / f).exists(), f
     cfg = yaml.safe_load((exp / "config.yaml").read_text())
@@ -145,7 +148,8 @@ def test_bin_outputs_marker_and_skip(dump, tmp_path, capsys):
     train = [r for r in rows if "loss" in r]
     assert {"loss", "lr", "grad_norm", "steps_per_s", "audio_s_per_s", "eta_s"} <= set(train[-1])
     assert train[-1]["audio_s_per_s"] > 0
-    assert any("valid_loss" in r and "valid_mel_l1" in r for r in rows)
+    evals = [json.loads(x) for x in open(exp / "eval.jsonl")]
+    assert any("valid_loss" in r and "valid_mel_l1" in r for r in evals)
     mtime = os.path.getmtime(exp / "model.pt")
     assert pretrain.main(argv) == 0  # marker present: skipped
     assert os.path.getmtime(exp / "model.pt") == mtime
@@ -153,11 +157,11 @@ def test_bin_outputs_marker_and_skip(dump, tmp_path, capsys):
 
 
 def test_training_learns_the_toy_task(dump, tmp_path):
-    cfg = _cfg(train={**TINY["train"], "max_steps": 60, "valid_interval": 10, "ckpt_interval": 60, "ema_decay": 0.0,
+    cfg = _cfg(train={**TINY["train"], "max_steps": 60, "eval_interval": 10, "ckpt_interval": 60, "ema_decay": 0.0,
                       "warmup_steps": 5},
                model={**TINY["model"], "dropout": 0.0}, valid_sample_utts=2)
     run_pretrain(cfg, dump, str(tmp_path), None, "cpu")
-    rows = [json.loads(x) for x in open(tmp_path / "metrics.jsonl") if "valid_loss" in x]
+    rows = [json.loads(x) for x in open(tmp_path / "eval.jsonl") if "valid_loss" in x]
     first, last = rows[0], rows[-1]
     assert last["valid_loss"] < 0.8 * first["valid_loss"], (first, last)
     # enhanced mels are closer to clean than the noisy input is

@@ -7,7 +7,7 @@ import torch
 
 from flowse.features.mel import LogMel, MelConfig
 from flowse.models.vocoders import VocoderConfig, build_vocoder, load_vocoder
-from flowse.models.vocoders.config import HiFiGANConfig, HiFiGANTrainConfig, OnnxConfig
+from flowse.models.vocoders.config import HiFiGANConfig, OnnxConfig
 from flowse.models.vocoders.hifigan import (
     Generator,
     HiFiGANVocoder,
@@ -19,7 +19,7 @@ from flowse.models.vocoders.hifigan import (
     to_standard_state_dict,
     write_standard_config,
 )
-from flowse.train.hifigan import HiFiGANTrainer
+from flowse.train.hifigan import HiFiGANTask, HiFiGANTrainConfig
 from flowse.utils.checkpoint import save_checkpoint
 from flowse.utils.config import save_config
 from test_vocoder_api import speechlike
@@ -43,14 +43,15 @@ def test_training_steps_reduce_mel_loss():
     x = torch.from_numpy(speechlike(1.0))[None]
     wav = x[:, 4096 : 4096 + 2048]
     mel = LogMel()(x)[:, 16:24]
-    tr = HiFiGANTrainer(TINY, HiFiGANTrainConfig(lr=1e-3, disc_width=1 / 16), MelConfig())
-    losses = [tr.train_step(mel, wav)["mel_l1"] for _ in range(5)]
-    assert tr.step == 5
+    tr = HiFiGANTask(TINY, HiFiGANTrainConfig(lr=1e-3, disc_width=1 / 16), MelConfig())
+    losses = [tr.gan_step(mel, wav)["mel_l1"] for _ in range(5)]
+    assert tr.sched_g.last_epoch == 5 and tr.sched_g.get_last_lr()[0] == pytest.approx(1e-3 * 0.999 ** (5 / 1000))
     assert losses[-1] < 0.85 * losses[0], losses
-    state = tr.state_dict()
-    tr2 = HiFiGANTrainer(TINY, HiFiGANTrainConfig(lr=1e-3, disc_width=1 / 16), MelConfig())
-    tr2.load_state_dict(state)
-    assert tr2.step == 5
+    state = {k: v.state_dict() for k, v in tr.state_items().items()}
+    tr2 = HiFiGANTask(TINY, HiFiGANTrainConfig(lr=1e-3, disc_width=1 / 16), MelConfig())
+    for k, v in tr2.state_items().items():
+        v.load_state_dict(state[k])
+    assert tr2.sched_g.last_epoch == 5 and tr2.optim_g.param_groups[0]["lr"] == tr.optim_g.param_groups[0]["lr"]
     m = mel.transpose(1, 2)
     assert torch.equal(tr.generator(m), tr2.generator(m))
 

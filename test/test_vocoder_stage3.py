@@ -21,7 +21,7 @@ from test_vocoder_api import speechlike
 SETS = {"train": 3, "valid": 1, "test_a": 2, "test_b": 2}
 TINY_HIFIGAN = ["--hifigan.upsample_initial_channel", "32", "--train.disc_width", "0.0625",
                 "--train.batch_size", "2", "--train.segment_size", "2048", "--train.log_interval", "1",
-                "--train.checkpoint_interval", "1", "--train.lr", "1e-3"]
+                "--train.ckpt_interval", "1", "--train.lr", "1e-3"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_griffinlim_stage_with_override_and_bad_config(recipe):
 
 
 def test_hifigan_train_resume_and_ceiling(recipe):
-    conf = {"type": "hifigan", "train": {"steps": 2}}
+    conf = {"type": "hifigan", "train": {"max_steps": 2}}
     exp = _run(recipe, conf, "vocoder_hifigan", *TINY_HIFIGAN)
     assert [s for s, _ in list_checkpoints(exp)] == [1, 2]
     sd = torch.load(os.path.join(exp, "vocoder.pt"), weights_only=True)["generator"]
@@ -114,7 +114,7 @@ def test_hifigan_train_resume_and_ceiling(recipe):
     assert len(read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))) == 2
     # an interrupted run (no marker) resumes from its newest checkpoint
     os.unlink(os.path.join(exp, ".vocoder.done"))
-    conf["train"]["steps"] = 3
+    conf["train"]["max_steps"] = 3
     _run(recipe, conf, "vocoder_hifigan", *TINY_HIFIGAN)
     assert [s for s, _ in list_checkpoints(exp)] == [2, 3]  # keep_checkpoints 2
     log = open(os.path.join(exp, "train.log")).read()
@@ -149,13 +149,41 @@ def test_recipe_vocoder_configs_load():
     import glob
 
     from conftest import RECIPE
-    from flowse.models.vocoders import VocoderConfig
+    from flowse.train.hifigan import VocoderStageConfig
     from flowse.utils.config import load_config
 
     found = {}
     for path in glob.glob(os.path.join(RECIPE, "conf", "*", "vocoder*.yaml")):
-        found[os.path.relpath(path, RECIPE)] = load_config(VocoderConfig, path).type
+        found[os.path.relpath(path, RECIPE)] = load_config(VocoderStageConfig, path).type
     assert found["conf/mini/vocoder.yaml"] == "melgain" and found["conf/tiny/vocoder.yaml"] == "melgain"
     assert found["conf/paper/vocoder.yaml"] == "hifigan"
-    paper = load_config(VocoderConfig, os.path.join(RECIPE, "conf/paper/vocoder.yaml"))
+    paper = load_config(VocoderStageConfig, os.path.join(RECIPE, "conf/paper/vocoder.yaml"))
     assert paper.hifigan.upsample_initial_channel == 512 and paper.train.lambda_mel == 45.0
+
+
+def test_hift_stage_needs_the_checkpoint_and_records_its_absolute_path(recipe, tmp_path, monkeypatch):
+    """The paper's vocoder: a missing hift.pt is one clear error naming the option; a given one is recorded
+    with its absolute path, so the vocoder dir loads from anywhere (24 kHz mel of its own dump)."""
+    from flowse.models.vocoders.hift import HiFTConfig, HiFTGenerator
+
+    with pytest.raises(FileNotFoundError, match=r"hift\.checkpoint.*CosyVoice2-0\.5B"):
+        _run(recipe, {"type": "hift"}, "vocoder_hift_missing")
+    mel24 = MelConfig(sample_rate=24000, n_fft=1920, hop_length=480, win_length=1920, magnitude_eps=1e-9)
+    small = {"base_channels": 32, "f0_cond_channels": 32}
+    ckpt = tmp_path / "hift.pt"
+    torch.save(HiFTGenerator(HiFTConfig(**small)).state_dict(), str(ckpt))
+    dump24 = tmp_path / "dump24"
+    os.makedirs(dump24)
+    save_config(mel24, str(dump24 / "mel.yaml"))
+    conf_path = tmp_path / "hift.yaml"
+    conf_path.write_text(yaml.safe_dump({"type": "hift", "hift": {**small, "checkpoint": "hift.pt"}}))
+    exp = str(tmp_path / "exp" / "vocoder_hift")
+    monkeypatch.chdir(tmp_path)
+    train_vocoder.main(["--config", str(conf_path), "--data_dir", str(recipe / "data"), "--dump_dir", str(dump24),
+                        "--exp_dir", exp, "--device", "cpu"])
+    written = yaml.safe_load(open(os.path.join(exp, "vocoder.yaml")))
+    assert written["hift"]["checkpoint"] == str(ckpt) and written["mel"]["sample_rate"] == 24000
+    monkeypatch.chdir(recipe)
+    voc = load_vocoder(exp)
+    assert voc.name == "hift" and voc.sample_rate == 24000 and voc.hop_length == 480
+    assert tuple(voc.decode(torch.zeros(1, 5, 80)).shape) == (1, 5 * 480)

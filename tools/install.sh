@@ -12,16 +12,18 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
-# System programs used by the mini corpus (text-to-speech voices).
+# System programs used by the mini corpus (text-to-speech voices) and real speech for the tests
+# (Debian's pocketsphinx-testdata: LibriVox readings, BSD-2).
 missing=()
 for prog in flite espeak-ng; do command -v $prog >/dev/null || missing+=("$prog"); done
+[ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "install.sh: installing ${missing[*]} with apt-get" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >&2 \
-      || echo "install.sh: apt-get failed; the mini corpus needs: apt-get install ${missing[*]}" >&2
+      || echo "install.sh: apt-get failed; the mini corpus and tests need: apt-get install ${missing[*]}" >&2
   else
-    echo "install.sh: the mini corpus needs ${missing[*]}; run: sudo apt-get install ${missing[*]}" >&2
+    echo "install.sh: the mini corpus and tests need ${missing[*]}; run: sudo apt-get install ${missing[*]}" >&2
   fi
 fi
 
@@ -29,7 +31,11 @@ py=${FLOWSE_PYTHON:-python3}
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
 "$venv/bin/python" -m pip install -q -e "$root[test]"
-# Model files only (no import): DNSMOS ONNX models and the GE2E speaker encoder weights.
-"$venv/bin/python" -m pip install -q --no-deps speechmos==0.0.1.1 resemblyzer==0.1.4
+# Model files only (no import): DNSMOS ONNX models, the GE2E speaker encoder weights and the
+# DistillMOS weights (the DMOS judge).
+"$venv/bin/python" -m pip install -q --no-deps speechmos==0.0.1.1 resemblyzer==0.1.4 distillmos==0.9.1
+# Reference implementations that the tests compare against (never imported by flowse):
+# DistillMOS's network code, CosyVoice2's HiFT and Matcha's mel front end.
+"$venv/bin/python" -m pip install -q --no-deps xls-r-sqa==0.1.0 cosyvoice2-eu==0.2.8
 echo "$want" > "$stamp"
 echo "install.sh: done ($venv)" >&2

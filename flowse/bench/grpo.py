@@ -61,7 +61,7 @@ def synthetic_prompts(n: int, seconds: float, hop: int = 256, sr: int = 16000, s
 
 
 def build_reward(cfg: GRPOConfig, vocoder, device: torch.device):
-    from flowse.metrics.reward import RewardModel
+    from flowse.rl.reward import RewardModel
     from flowse.rl.reward_fn import AudioReward
 
     return AudioReward(vocoder, RewardModel(cfg.reward, str(device)))
@@ -85,35 +85,39 @@ def load_or_build(init_dir: str | None, model_config: str, device: torch.device)
 
 
 def bench_iteration(cfg: GRPOConfig, model, vocoder, prompts, device: torch.device) -> tuple[dict, object]:
-    from flowse.rl.trainer import GRPOTrainer
+    """Time one GRPO iteration (after a warm-up one); returns the timings and the ``GRPOTask``."""
+    from flowse.rl.task import GRPOTask
+    from flowse.train.trainer import Trainer
 
-    trainer = GRPOTrainer(model, cfg, build_reward(cfg, vocoder, device), prompts, DistInfo(device=device))
-    trainer.run_iteration()  # warm-up (lazy model loads, allocator)
-    rec = trainer.run_iteration()
+    dist = DistInfo(device=device)
+    trainer = Trainer(GRPOTask(model, cfg, build_reward(cfg, vocoder, device), prompts, dist), cfg.train, None, dist)
+    trainer.run_unit()  # warm-up (lazy model loads, allocator)
+    rec = trainer.run_unit().stats
     return {k: rec[k] for k in ("candidates", "time_rollout", "time_vocoder", "time_reward", "time_update",
-                                "time_total", "samples_per_s", "transitions", "updates", "nfe")}, trainer
+                                "time_total", "samples_per_s", "transitions", "updates", "nfe")}, trainer.task
 
 
-def bench_group_batching(trainer, repeats: int) -> dict:
+def bench_group_batching(task, repeats: int) -> dict:
     """One prompt's G candidates: one batched rollout vs G rollouts of batch 1 (same nfe, window)."""
     from flowse.rl.rollout import mixed_rollout
 
-    ro = trainer.cfg.rollout
+    collector = task.collector
+    ro = collector.cfg.rollout
     g = ro.group_size
-    batch = trainer.prompts.batch([0], trainer.crop_frames, pad_to=trainer.crop_frames)
-    dev = trainer.device
+    batch = collector.prompts.batch([0], collector.crop_frames, pad_to=collector.crop_frames)
+    dev = collector.device
     mask = batch.mask.to(dev)
-    cond = trainer.model.normalize(batch.mel.to(dev), "noisy") * mask[..., None]
+    cond = collector.model.normalize(batch.mel.to(dev), "noisy") * mask[..., None]
     nfe, window = ro.nfe_range[1], [0, 1][: ro.window_size]
     x0 = torch.randn(g, *cond.shape[1:], device=dev)
     eps = torch.randn(len(window), g, *cond.shape[1:], device=dev)
 
     def batched():
-        mixed_rollout(trainer.velocity, cond.expand(g, -1, -1), mask.expand(g, -1), nfe, window, ro.noise_level, x0, eps)
+        mixed_rollout(collector.velocity, cond.expand(g, -1, -1), mask.expand(g, -1), nfe, window, ro.noise_level, x0, eps)
 
     def one_by_one():
         for i in range(g):
-            mixed_rollout(trainer.velocity, cond, mask, nfe, window, ro.noise_level, x0[i : i + 1], eps[:, i : i + 1])
+            mixed_rollout(collector.velocity, cond, mask, nfe, window, ro.noise_level, x0[i : i + 1], eps[:, i : i + 1])
 
     tb = timeit(batched, dev, repeats)
     ts = timeit(one_by_one, dev, repeats)
@@ -177,7 +181,7 @@ def bench_paper(paper_cfg: GRPOConfig, model_config: str, device: torch.device, 
     met_per = (time.perf_counter() - t0) / 2
     vocoder_s, reward_s = voc_per * n_cand, met_per * n_cand
     total = rollout_s + update_s + vocoder_s + reward_s
-    iters = paper_cfg.max_steps / tc.updates_per_iter
+    iters = paper_cfg.train.max_steps / tc.updates_per_iter
     return {
         "model_params": sum(p.numel() for p in model.parameters()), "frames": frames, "measured_batch": batch,
         "cfg_forward_factor": cfg_factor, "forward_s": t_fwd, "forward_backward_s": t_fb,
@@ -216,22 +220,22 @@ def main(argv: list[str] | None = None) -> int:
         prompts = synthetic_prompts(max(8, cfg.rollout.prompts_per_round * cfg.rollout.rounds_per_iter),
                                     cfg.rollout.crop_seconds + 0.5)
     out: dict = {"device": str(device), "threads": torch.get_num_threads(), "model": what, "config": args.config}
-    it, trainer = bench_iteration(cfg, model, vocoder, prompts, device)
+    it, task = bench_iteration(cfg, model, vocoder, prompts, device)
     out["mini_iteration"] = it
     print(f"[{args.config}] one GRPO iteration on {device} ({torch.get_num_threads()} threads), model {what}:")
     print(f"  {it['candidates']} candidates, {it['transitions']} transitions, {it['updates']} updates, nfe {it['nfe']}")
     print("  time split: rollout {time_rollout:.2f}s  vocoder {time_vocoder:.2f}s  reward {time_reward:.2f}s  "
           "update {time_update:.2f}s  total {time_total:.2f}s  ({samples_per_s:.2f} candidates/s)".format(**it))
-    gb = bench_group_batching(trainer, args.repeats)
+    gb = bench_group_batching(task, args.repeats)
     out["group_batching"] = gb
     print(f"  G = {gb['group_size']} candidates of one prompt, nfe {gb['nfe']}: batched {gb['batched_s']:.3f}s, "
           f"one by one {gb['one_by_one_s']:.3f}s -> batching is {gb['speedup']:.2f}x faster")
     if not args.skip_paper:
         pcfg = load_config(GRPOConfig, args.paper_config)
-        if "SBS" in pcfg.reward.metrics and not pcfg.reward.models.sbs.model_dir:
-            print("  paper reward: SBS has no local SSL model here; its cost is left out of the projection")
-            pcfg.reward.metrics = [m for m in pcfg.reward.metrics if m != "SBS"]
-            pcfg.reward.weights = pcfg.reward.weights[: len(pcfg.reward.metrics)]
+        from flowse.rl.reward import drop_unavailable
+
+        for m, hint in drop_unavailable(pcfg.reward).items():
+            print(f"  paper reward: {m} left out of the projection ({hint})")
         pr = bench_paper(pcfg, args.paper_model_config, device, args.paper_batch, args.repeats, vocoder,
                          build_reward(pcfg, vocoder, device))
         out["paper_projection"] = pr
@@ -247,4 +251,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from flowse.utils.cli import run
+
+    run(main)

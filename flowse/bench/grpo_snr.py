@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         ro = cfg.rollout
         cands = ro.rounds_per_iter * ro.prompts_per_round * ro.group_size
         grads: list[torch.Tensor] = []
-        shape = {"candidates": cands, "first_iteration": args.first_iteration, "seed": cfg.seed}
+        shape = {"candidates": cands, "first_iteration": args.first_iteration, "seed": cfg.train.seed}
         if args.out and os.path.exists(args.out):
             saved = torch.load(args.out, weights_only=True)
             if {k: saved.get(k) for k in shape} != shape:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s: reusing %d gradient estimates", args.out, len(grads))
         for k in range(len(grads), args.estimates):
             t0 = time.perf_counter()
-            grads.append(trainer.policy_gradient(args.first_iteration + k))
+            grads.append(trainer.task.policy_gradient(args.first_iteration + k))
             logger.info("estimate %d/%d: |g| %.3e (%d candidates, %.1f s)", k + 1, args.estimates,
                         float(grads[-1].norm()), cands, time.perf_counter() - t0)
             if args.out and dist.is_main:
@@ -88,4 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from flowse.utils.cli import run
+
+    run(main)

@@ -2,7 +2,7 @@
 
     python -m flowse.bin.grpo --config conf/mini/grpo.yaml --init_dir exp/pretrain_mini \\
         --data_dir data --dump_dir dump --exp_dir exp/grpo_mini [--device auto|cpu|cuda] \\
-        [--resume true] [--force false] [--max_steps 20 --rollout.group_size 6 ...]
+        [--resume true] [--force false] [--train.max_steps 20 --rollout.group_size 6 ...]
     torchrun --nproc_per_node 4 -m flowse.bin.grpo ... --device cuda     # several ranks
 
 Prompts: ``<dump_dir>/<train_set>/feats.scp`` with ``<data_dir>/<train_set>/{wav,spk1}.scp``;
@@ -35,28 +35,23 @@ MARKER = "grpo"
 
 
 def run_grpo(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: str, exp_dir: str, dist, resume: bool = True,
-             train_set: str = "train", valid_set: str = "valid", progress: bool = True) -> dict:
+             train_set: str = "train", valid_set: str = "valid") -> dict:
     """Build model, reward and prompts, train, export the merged model; returns the summary."""
     from flowse.models.io import save_model_dir
     from flowse.rl.build import build_grpo_trainer
     from flowse.rl.lora import merge_lora
-    from flowse.utils.checkpoint import list_checkpoints
 
     trainer, model_cfg, vocoder_dir = build_grpo_trainer(cfg, init_dir, data_dir, dump_dir, dist, exp_dir, train_set,
                                                          valid_set)
-    if resume:
-        trainer.resume()
-    elif dist.is_main:
-        for _, path in list_checkpoints(exp_dir):
-            os.unlink(path)
-    trainer.train(progress=progress)
-    summary = {"steps": trainer.step, "iterations": trainer.iteration, "init_dir": init_dir, "vocoder_dir": vocoder_dir}
+    trainer.fit(resume=resume)
+    summary = {"steps": trainer.step, "iterations": trainer.task.progress.iteration, "init_dir": init_dir,
+               "vocoder_dir": vocoder_dir}
     if trainer.eval_history:
         summary["base"] = trainer.eval_history[0]
         summary["final"] = trainer.eval_history[-1]
     if dist.is_main:
-        merge_lora(trainer.model)
-        save_model_dir(trainer.model, model_cfg, exp_dir, vocoder_dir, step=trainer.step, config_name="model_config.yaml")
+        merge_lora(trainer.task.model)
+        save_model_dir(trainer.task.model, model_cfg, exp_dir, vocoder_dir, step=trainer.step, config_name="model_config.yaml")
         write_json(os.path.join(exp_dir, "summary.json"), summary)
         logger.info("merged model written to %s (enhance with --model_dir %s)", exp_dir, exp_dir)
     barrier()
@@ -84,4 +79,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from flowse.utils.cli import run
+
+    run(main)

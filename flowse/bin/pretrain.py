@@ -6,7 +6,7 @@
     torchrun --nproc_per_node 4 -m flowse.bin.pretrain ... --device cuda     # DDP
 
 Extra ``--section.key value`` options override the yaml. Writes ``train.log``,
-``metrics.jsonl``, ``train_curves.png``, ``checkpoint_<step>.pt`` and the model dir
+``metrics.jsonl``, ``eval.jsonl``, ``train_curves.png``, ``checkpoint_<step>.pt`` and the model dir
 (``model.pt``, ``config.yaml``, ``vocoder_dir``) into the exp dir, then the completion
 marker; a rerun with the marker is skipped unless ``--force true``. Training resumes
 from the newest checkpoint unless ``--resume false`` (``--force true --resume false``
@@ -50,4 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from flowse.utils.cli import run
+
+    run(main)

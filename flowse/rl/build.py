@@ -1,4 +1,5 @@
-"""Assemble a ``GRPOTrainer`` from recipe directories (stage 5 and the GRPO diagnostics share it)."""
+"""Assemble the GRPO trainer (the training frame around a ``GRPOTask``) from recipe directories
+(stage 5 and the GRPO diagnostics share it)."""
 from __future__ import annotations
 
 import os
@@ -14,16 +15,17 @@ def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: 
     """The pretrained model of ``init_dir`` with LoRA, its vocoder + reward models, the prompt sets.
 
     Prompts: ``<dump_dir>/<train_set>/feats.scp`` with ``<data_dir>/<train_set>/{wav,spk1}.scp``;
-    held-out prompts from ``valid_set`` when it was dumped. Returns ``(trainer, model_cfg, vocoder_dir)``.
+    held-out prompts from ``valid_set`` when it was dumped. Returns ``(trainer, model_cfg, vocoder_dir)``, the
+    trainer a ``flowse.train.trainer.Trainer`` whose ``task`` is the ``GRPOTask``.
     """
-    from flowse.metrics.config import NEEDS_REF
-    from flowse.metrics.reward import RewardModel
+    from flowse.rl.reward import RewardModel
     from flowse.models.io import load_model_dir, read_vocoder_dir
     from flowse.models.vocoders import load_vocoder
     from flowse.rl.lora import apply_lora, count_lora_parameters
     from flowse.rl.prompts import PromptSet
     from flowse.rl.reward_fn import AudioReward
-    from flowse.rl.trainer import GRPOTrainer
+    from flowse.rl.task import GRPOTask
+    from flowse.train.trainer import Trainer
 
     model, model_cfg = load_model_dir(init_dir, dist.device)
     vocoder_dir = read_vocoder_dir(init_dir)
@@ -31,21 +33,21 @@ def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: 
         raise FileNotFoundError(f"{init_dir}: no vocoder_dir file; the GRPO reward needs the model's vocoder")
     vocoder = load_vocoder(vocoder_dir, dist.device)
     reward_model = RewardModel(cfg.reward, str(dist.device))
-    need_ref = any(m in NEEDS_REF for m in reward_model.metrics)
+    need_ref = reward_model.needs_ref
     hop = vocoder.hop_length
     min_frames = max(1, int(cfg.rollout.min_seconds * vocoder.sample_rate / hop))
     prompts = PromptSet.from_dirs(os.path.join(dump_dir, train_set), os.path.join(data_dir, train_set), need_ref,
-                                  hop, min_frames)
+                                  hop, min_frames, sample_rate=vocoder.sample_rate)
     eval_prompts = None
     if os.path.exists(os.path.join(dump_dir, valid_set, "feats.scp")):
         eval_prompts = PromptSet.from_dirs(os.path.join(dump_dir, valid_set), os.path.join(data_dir, valid_set),
-                                           need_ref, hop, 1)
+                                           need_ref, hop, 1, sample_rate=vocoder.sample_rate)
     else:
         logger.warning("no %s set in %s: no held-out evaluation", valid_set, dump_dir)
     apply_lora(model, cfg.lora)
     logger.info("GRPO from %s (vocoder %s): %d LoRA parameters, %d prompts, %d held-out; reward %s, logged %s",
                 init_dir, vocoder_dir, count_lora_parameters(model), len(prompts),
                 len(eval_prompts) if eval_prompts else 0, cfg.reward.metrics, reward_model.metrics)
-    trainer = GRPOTrainer(model, cfg, AudioReward(vocoder, reward_model), prompts, dist, exp_dir, eval_prompts, hop,
-                          vocoder.sample_rate)
-    return trainer, model_cfg, vocoder_dir
+    task = GRPOTask(model, cfg, AudioReward(vocoder, reward_model), prompts, dist, eval_prompts, hop,
+                    vocoder.sample_rate)
+    return Trainer(task, cfg.train, exp_dir, dist), model_cfg, vocoder_dir

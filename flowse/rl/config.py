@@ -10,7 +10,7 @@ the section named. Counting conventions:
   start (Flow-GRPO-Fast draws them per sampling batch);
 - training runs on the SDE transitions (candidate, window step) of the kept groups, in
   micro-batches of ``train_batch_size`` transitions (one forward/backward each), split
-  into exactly ``updates_per_iter`` optimizer steps (paper: 4). ``max_steps`` counts
+  into exactly ``updates_per_iter`` optimizer steps (paper: 4). ``train.max_steps`` counts
   optimizer steps (paper: 5k), which is also what the LR schedule counts.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flowse.metrics.reward import RewardConfig
+from flowse.rl.reward import RewardConfig
+from flowse.train.config import TrainConfig
 from flowse.utils.config import check
 
 
@@ -91,18 +92,22 @@ class RolloutConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Policy update (paper Eq. 9, Sec. 3.2). ``beta``: KL weight on the exact per-step KL
-    ``||mu - mu_ref||^2 / (2 s^2 dt)``; Flow-GRPO's 0.04 acts on a KL without the 1/dt, so
-    its strength at 10 steps corresponds to beta = 0.004 here (the paper gives no value)."""
+class GRPOTrainConfig(TrainConfig):
+    """The shared training settings (GRPO defaults: paper Sec. 3.2, Flow-GRPO where it is silent) and the
+    policy update (Eq. 9). ``train_batch_size``: transitions per forward/backward; ``updates_per_iter``:
+    optimizer steps per iteration; ``clip_range``: PPO ratio clip; ``adv_clip`` / ``adv_eps``: advantage
+    clamp and std floor; ``beta``: KL weight on the exact per-step KL ``||mu - mu_ref||^2 / (2 s^2 dt)``;
+    Flow-GRPO's 0.04 acts on a KL without the 1/dt, so its strength at 10 steps corresponds to
+    beta = 0.004 here (the paper gives no value). ``eval_interval`` 0: held-out evaluation only at
+    step 0 and at the end."""
 
+    max_steps: int = 5000
     lr: float = 2e-4
-    lr_schedule: Literal["linear", "constant"] = "linear"
-    warmup_steps: int = 0
     weight_decay: float = 1e-4
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
+    log_interval: int = 1
+    eval_interval: int = 250
+    ckpt_interval: int = 100
+    seed: int = 0
     train_batch_size: int = 12
     updates_per_iter: int = 4
     clip_range: float = 1e-4
@@ -111,10 +116,7 @@ class TrainConfig:
     beta: float = 0.004
 
     def __post_init__(self):
-        check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
-        check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
-        check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "train.adam_betas: two values in [0, 1)")
-        check(self.max_grad_norm > 0, "train.max_grad_norm must be positive")
+        super().__post_init__()
         check(self.train_batch_size >= 1 and self.updates_per_iter >= 1, "train: train_batch_size and updates_per_iter must be >= 1")
         check(self.clip_range > 0 and self.adv_clip > 0 and self.adv_eps >= 0, "train: clip_range, adv_clip > 0, adv_eps >= 0")
         check(self.beta >= 0, f"train.beta must be >= 0, got {self.beta}")
@@ -122,14 +124,11 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Held-out evaluation with the inference sampler (ODE, ``nfe`` steps, noise-free), every metric.
-
-    ``every`` in optimizer steps (0: only at step 0 and at the end); ``max_utts`` of the
-    valid set (0: all); ``max_seconds`` crops long utterances (0: whole); ``seed`` fixes the
-    initial noise so evaluations differ only by the model.
+    """Held-out evaluation with the inference sampler (ODE, ``nfe`` steps, noise-free), every metric,
+    every ``train.eval_interval`` steps. ``max_utts`` of the valid set (0: all); ``max_seconds`` crops
+    long utterances (0: whole); ``seed`` fixes the initial noise so evaluations differ only by the model.
     """
 
-    every: int = 250
     nfe: int = 10
     max_utts: int = 0
     max_seconds: float = 0.0
@@ -137,32 +136,24 @@ class EvalConfig:
     seed: int = 1234
 
     def __post_init__(self):
-        check(self.every >= 0 and self.nfe >= 1 and self.batch_size >= 1 and self.max_utts >= 0,
-              "eval: every >= 0, nfe >= 1, batch_size >= 1, max_utts >= 0")
+        check(self.nfe >= 1 and self.batch_size >= 1 and self.max_utts >= 0,
+              "eval: nfe >= 1, batch_size >= 1, max_utts >= 0")
 
 
 @dataclass
 class GRPOConfig:
-    """Everything stage 5 reads (see the module doc for counting conventions).
+    """Everything stage 5 reads (see the module doc for counting conventions); ``train`` holds the
+    shared training settings (steps, LR, checkpoints, logs, seed) and the policy update.
 
-    ``save_every`` (optimizer steps) checkpoints, the newest ``keep_checkpoints`` kept;
-    ``plot_every`` (iterations) rewrites the logs and PNG curves; ``threads``: torch
-    intra-op threads per process (0 = all cores shared by the local ranks).
+    ``threads``: torch intra-op threads per process (0 = all cores shared by the local ranks).
     """
 
-    seed: int = 0
-    max_steps: int = 5000
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    save_every: int = 100
-    keep_checkpoints: int = 3
-    plot_every: int = 10
     threads: int = 0
 
     def __post_init__(self):
-        check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         check(self.threads >= 0, f"threads must be >= 0 (0 = all cores), got {self.threads}")
-        check(self.save_every >= 1 and self.plot_every >= 1, "save_every and plot_every must be >= 1")

@@ -78,8 +78,9 @@ class PromptSet:
 
     @classmethod
     def from_dirs(cls, dump_set_dir: str, data_set_dir: str, need_ref: bool, hop: int = 256, min_frames: int = 1,
-                  max_utts: int = 0) -> "PromptSet":
-        """Prompts of one set: ``<dump_set_dir>/feats.scp``, ``<data_set_dir>/{wav,spk1}.scp``."""
+                  max_utts: int = 0, sample_rate: int = 16000) -> "PromptSet":
+        """Prompts of one set: ``<dump_set_dir>/feats.scp``, ``<data_set_dir>/{wav,spk1}.scp`` read at
+        ``sample_rate`` (the features' and the vocoder's rate, so ``hop`` samples make a frame)."""
         feats = os.path.join(dump_set_dir, "feats.scp")
         wav = os.path.join(data_set_dir, "wav.scp")
         ref = os.path.join(data_set_dir, "spk1.scp")
@@ -97,8 +98,8 @@ class PromptSet:
             keys = [k for k in keys if k not in set(short)]
         if max_utts:
             keys = keys[:max_utts]
-        refs = ScpReader(ref) if os.path.exists(ref) else None
-        return cls(ScpReader(feats), ScpReader(wav), refs, hop, min_frames, keys, name=dump_set_dir)
+        refs = ScpReader(ref, sample_rate) if os.path.exists(ref) else None
+        return cls(ScpReader(feats), ScpReader(wav, sample_rate), refs, hop, min_frames, keys, name=dump_set_dir)
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -1,4 +1,4 @@
-"""Training curves: one PNG panel per metric of a ``metrics.jsonl`` (one JSON object per line with ``step``)."""
+"""Training curves: one PNG panel per metric of JSON-lines log rows (one object per line with ``step``)."""
 from __future__ import annotations
 
 import math
@@ -13,9 +13,10 @@ def read_metrics(path: str) -> list[dict]:
     return read_jsonl(path, skip_bad=True)
 
 
-def plot_metrics(metrics_path: str, png_path: str, keys: tuple[str, ...] | list[str] = DEFAULT_KEYS,
+def plot_metrics(rows: list[dict], png_path: str, keys: tuple[str, ...] | list[str] = DEFAULT_KEYS,
                  title: str | None = None) -> list[str]:
-    """Plot each of ``keys`` present in the file against ``step`` (log y for losses); returns the keys drawn."""
+    """Plot each of ``keys`` present in ``rows`` (e.g. ``metrics.jsonl`` + ``eval.jsonl``) against ``step``
+    (log y for losses); returns the keys drawn."""
     import logging
 
     import matplotlib
@@ -24,7 +25,6 @@ def plot_metrics(metrics_path: str, png_path: str, keys: tuple[str, ...] | list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(metrics_path)
     series = {}
     for k in keys:
         pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float)) and "step" in r

@@ -1,7 +1,7 @@
 """Stage 4: flow-matching pretraining of FlowSE on dumped log-mels (paper Sec. 2.1, 3.2).
 
-Reads ``<dump>/train`` and ``<dump>/valid`` (see ``flowse.data.dataset``), trains with the
-generic ``Trainer`` (single process, or DDP under torchrun), and exports the model dir
+Reads ``<dump>/train`` and ``<dump>/valid`` (see ``flowse.data.dataset``), trains a
+``SupervisedTask`` in the training frame (single process, or DDP under torchrun), and exports the model dir
 (``flowse.models.io``) into the exp dir: ``model.pt`` (EMA weights when EMA is on),
 ``config.yaml`` and ``vocoder_dir``.
 
@@ -19,16 +19,33 @@ import torch
 
 from flowse.data.dataset import BatchLoader, DataConfig, MelPairDataset, collate, read_stats
 from flowse.data.batching import make_batches
+from flowse.features.mel import read_dump_mel
 from flowse.models.dit import DiTConfig, count_parameters
 from flowse.models.flowse_model import FlowConfig, FlowSE, FlowSEConfig
-from flowse.train.trainer import TrainConfig, Trainer
+from flowse.train.config import TrainConfig
+from flowse.train.supervised import SupervisedTask
+from flowse.train.trainer import Trainer
 from flowse.utils.config import check
 from flowse.utils.distributed import DistInfo, barrier, init_distributed
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
 
-HOP_SECONDS = 256 / 16000
+@dataclass
+class PretrainTrainConfig(TrainConfig):
+    """The shared training settings with the paper's pretraining defaults (Sec. 3.2: lr 1e-4, 10k warmup,
+    linear decay, 100k steps) and an EMA of the weights: ``ema_decay`` 0 disables it; the shadow
+    tracks the weights exactly before ``ema_start`` steps. With EMA on, validation and the exported
+    model use the EMA weights."""
+
+    warmup_steps: int = 10000
+    ema_decay: float = 0.0
+    ema_start: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.ema_start >= 0, "train.ema_start must be >= 0")
+        check(self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0, "train.ema_decay must be 0 (off) or in (0, 1)")
 
 
 @dataclass
@@ -43,7 +60,7 @@ class PretrainConfig:
     model: DiTConfig = field(default_factory=DiTConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
     threads: int = 0
     valid_sample_utts: int = 0
 
@@ -59,10 +76,6 @@ def build_model(cfg: PretrainConfig | FlowSEConfig, stats: dict | None = None) -
 def flow_loss_fn(module, batch: dict, generator: torch.Generator):
     """Trainer ``loss_fn`` for FlowSE: the module's forward is its loss."""
     return module(batch["clean"], batch["noisy"], batch["mask"], generator)
-
-
-def batch_seconds(batch: dict) -> float:
-    return float(batch["lengths"].sum()) * HOP_SECONDS
 
 
 def make_valid_fn(ds: MelPairDataset, cfg: PretrainConfig, dist: DistInfo):
@@ -126,6 +139,7 @@ def run_pretrain(cfg: PretrainConfig, dump_dir: str, exp_dir: str, vocoder_dir: 
         valid_ds = MelPairDataset(valid_dir, 1, True, True, d.valid_max_utts)
     else:
         logger.warning("%s not found: training without validation", valid_dir)
+    mel = read_dump_mel(dump_dir)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, stats)
     loader = BatchLoader(train_ds, d.batch_frames, d.max_frames, cfg.train.seed, dist.rank, dist.world_size, True,
@@ -133,14 +147,16 @@ def run_pretrain(cfg: PretrainConfig, dump_dir: str, exp_dir: str, vocoder_dir: 
     n_batches = len(loader.epoch_batches(0))
     logger.info("model: %s parameters (%.2fM); train: %d utterances (%.2f h, %d skipped), %d batches/epoch/rank, "
                 "padding efficiency %.3f; valid: %s utterances", f"{count_parameters(model):,}",
-                count_parameters(model) / 1e6, len(train_ds), train_ds.total_seconds() / 3600, train_ds.skipped,
+                count_parameters(model) / 1e6, len(train_ds), train_ds.total_seconds(mel.hop_length, mel.sample_rate) / 3600, train_ds.skipped,
                 n_batches, loader.efficiency(0), len(valid_ds) if valid_ds else 0)
     valid_fn = make_valid_fn(valid_ds, cfg, dist) if valid_ds is not None else None
-    trainer = Trainer(model, cfg.train, exp_dir, dist, loader, flow_loss_fn, valid_fn, batch_seconds)
+    task = SupervisedTask(model, cfg.train, dist, loader, flow_loss_fn, valid_fn,
+                          lambda b: float(b["lengths"].sum()) * mel.hop_seconds)
+    trainer = Trainer(task, cfg.train, exp_dir, dist)
     trainer.fit(resume=resume, stop_at=stop_at)
     if trainer.step < cfg.train.max_steps:
         return None
-    model.load_state_dict(trainer.inference_state_dict())
+    model.load_state_dict(task.inference_state_dict())
     model.eval()
     if dist.is_main:
         save_model_dir(model, cfg, exp_dir, vocoder_dir, step=trainer.step)

@@ -24,12 +24,13 @@ def set_threads(threads: int, local_world_size: int = 1) -> int:
 def run_training_stage(name: str, exp_dir: str, cfg: Any, threads: int, device: str, force: bool,
                        body: Callable[[DistInfo], object]) -> int:
     """Run ``body(dist)`` once per exp dir: logs to ``train.log``, skips when the ``name`` marker
-    exists (unless ``force``), writes the resolved config (rank 0), marks done last (rank 0)."""
+    holds this config's key (unless ``force``), writes the resolved config (rank 0), marks done last (rank 0)."""
     os.makedirs(exp_dir, exist_ok=True)
     setup_logging(os.path.join(exp_dir, "train.log"))
-    if stage.is_done(exp_dir, name) and not force:
-        logger.info("%s: %s already done (marker %s); skipping (use --force true to redo)", exp_dir, name,
-                    stage.marker_path(exp_dir, name))
+    key = stage.step_key(config=cfg)
+    if stage.is_done(exp_dir, name, key, force):
+        logger.info("%s: %s already done with this config (marker %s); skipping (use --force true to redo)", exp_dir,
+                    name, stage.marker_path(exp_dir, name))
         return 0
     stage.clear(exp_dir, name)
     dist = init_distributed(device)
@@ -40,7 +41,7 @@ def run_training_stage(name: str, exp_dir: str, cfg: Any, threads: int, device: 
     try:
         body(dist)
         if dist.is_main:
-            stage.mark_done(exp_dir, name)
+            stage.mark_done(exp_dir, name, key)
     finally:
         cleanup()
     return 0
