@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 
 import torch
-import yaml
 
 from flowse.models.flowse_model import FlowSE, FlowSEConfig
 from flowse.utils.checkpoint import load_checkpoint, save_checkpoint
-from flowse.utils.config import ConfigError, load_config, save_config
+from flowse.utils.config import load_known_sections, save_config
 from flowse.utils.fileio import write_text
 
 MODEL_FILE = "model.pt"
@@ -70,14 +69,7 @@ def read_vocoder_dir(model_dir: str) -> str | None:
 
 def read_model_config(path: str) -> FlowSEConfig:
     """The ``model`` and ``flow`` sections of a stage config yaml as a ``FlowSEConfig``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid yaml: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    return load_config(FlowSEConfig, overrides={k: data[k] for k in ("model", "flow") if k in data})
+    return load_known_sections(FlowSEConfig, path)
 
 
 def load_model_dir(model_dir: str, device: str | torch.device = "cpu"):

@@ -170,19 +170,37 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_config(cls: type[T], path: str | None = None, overrides: list[str] | str | dict | None = None) -> T:
-    """Build ``cls`` from the yaml at ``path`` (optional) with CLI ``overrides`` applied."""
-    data: dict = {}
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file not found: {path}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid yaml: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+def read_yaml(path: str) -> dict:
+    """The mapping of a yaml file; a missing file, bad yaml or another top level is a ``ConfigError``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid yaml: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def load_known_sections(cls: type[T], path: str) -> T:
+    """``cls`` from the top-level keys of the yaml at ``path`` that ``cls`` has, ignoring the others.
+
+    For files written by a stage whose config holds more than one part reads back (a model dir's
+    training config, a vocoder dir's stage-3 config)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return load_config(cls, path, {}, keep=known)
+
+
+def load_config(cls: type[T], path: str | None = None, overrides: list[str] | str | dict | None = None,
+                keep: set[str] | None = None) -> T:
+    """Build ``cls`` from the yaml at ``path`` (optional) with CLI ``overrides`` applied.
+
+    ``keep``: only these top-level keys of the yaml are read (see ``load_known_sections``)."""
+    data = read_yaml(path) if path else {}
+    if keep is not None:
+        data = {k: v for k, v in data.items() if k in keep}
     over = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     data = _merge(data, over)
     try:

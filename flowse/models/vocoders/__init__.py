@@ -12,17 +12,15 @@ model file (``vocoder.onnx``) it names.
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 
 import torch
-import yaml
 
 from flowse.features.mel import MelConfig
 from flowse.models.vocoders.base import WEIGHTS_FILE, Vocoder
 from flowse.models.vocoders.config import VOCODER_TYPES, VOCODERS, VocoderConfig
-from flowse.utils.config import ConfigError, load_config
+from flowse.utils.config import ConfigError, load_known_sections
 
 __all__ = ["Vocoder", "VocoderConfig", "VOCODERS", "VOCODER_TYPES", "build_vocoder", "load_vocoder", "vocoder_class",
            "read_vocoder_config", "WEIGHTS_FILE", "CONFIG_FILE"]
@@ -46,18 +44,7 @@ def build_vocoder(cfg: VocoderConfig, device: str | torch.device = "cpu", base_d
 
 def read_vocoder_config(path: str) -> VocoderConfig:
     """``VocoderConfig`` of a written vocoder.yaml; sections it does not know (stage-3 settings) are ignored."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid yaml: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    known = {f.name for f in dataclasses.fields(VocoderConfig)}
-    try:
-        return load_config(VocoderConfig, overrides={k: v for k, v in data.items() if k in known})
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_known_sections(VocoderConfig, path)
 
 
 def load_vocoder(vocoder_dir: str, device: str | torch.device = "cpu") -> Vocoder:
