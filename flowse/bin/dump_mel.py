@@ -17,7 +17,7 @@ import os
 
 from flowse.data.stages import run_dump_mel
 from flowse.features.mel import MelConfig
-from flowse.utils.cli import run
+from flowse.utils.cli import add_job_options, run
 from flowse.utils.config import load_config
 from flowse.utils.log import setup_logging
 
@@ -29,14 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dump_dir", required=True)
     parser.add_argument("--sets", required=True, help='space-separated set names, e.g. "train valid test_no_reverb"')
     parser.add_argument("--stats_sets", default="train", help="sets that get stats.json (space-separated)")
-    parser.add_argument("--nj", type=int, default=1)
-    parser.add_argument("--cmd", default="local", help="job backend: local | slurm <srun options>")
-    parser.add_argument("--force", default="false", choices=["true", "false"])
+    add_job_options(parser)
     args, overrides = parser.parse_known_args(argv)
     setup_logging(os.path.join(args.dump_dir, "log", "dump_mel.log"))
     cfg = load_config(MelConfig, args.config, overrides)
     run_dump_mel(cfg, args.data_dir, args.dump_dir, args.sets.split(), args.stats_sets.split(), args.nj, args.cmd,
-                 args.force == "true")
+                 args.force)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import argparse
 from flowse.enhance import EnhanceConfig
 from flowse.evaluate import evaluate, find_systems
 from flowse.metrics.config import ScoreConfig
-from flowse.utils.cli import run
+from flowse.utils.cli import add_job_options, run
 from flowse.utils.config import load_config
 from flowse.utils.log import setup_logging
 
@@ -28,17 +28,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data_dir", default="data")
     p.add_argument("--sets", required=True, help="space-separated test sets (data dirs)")
     p.add_argument("--config", default=None, help="score.yaml")
-    p.add_argument("--nj", type=int, default=1)
-    p.add_argument("--cmd", default="local")
     p.add_argument("--device", default="cpu")
     p.add_argument("--enhance_args", default="", help="EnhanceConfig overrides, e.g. '--nfe 10'")
-    p.add_argument("--force", default="false", choices=["true", "false"])
+    add_job_options(p)
     args, overrides = p.parse_known_args(argv)
     setup_logging()
     score_cfg = load_config(ScoreConfig, args.config, overrides)
     enhance_cfg = load_config(EnhanceConfig, None, args.enhance_args)
     evaluate(find_systems(args.systems.split(), args.exp_root), args.data_dir, args.sets.split(), score_cfg,
-             enhance_cfg, args.nj, args.cmd, args.device, args.force == "true")
+             enhance_cfg, args.nj, args.cmd, args.device, args.force)
 
 
 if __name__ == "__main__":

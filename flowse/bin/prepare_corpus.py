@@ -17,7 +17,7 @@ import os
 
 from flowse.data.corpus import CORPORA, CorpusConfig
 from flowse.data.stages import run_prepare_corpus
-from flowse.utils.cli import run
+from flowse.utils.cli import add_job_options, run
 from flowse.utils.config import load_config
 from flowse.utils.log import setup_logging
 
@@ -29,14 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dns_root", default="", help="DNS-Challenge checkout (dns2020 only)")
     parser.add_argument("--out_dir", required=True, help="list dir, e.g. data/local")
     parser.add_argument("--data_dir", default=None, help="where official test sets go (default: parent of --out_dir)")
-    parser.add_argument("--nj", type=int, default=1, help="parallel synthesis jobs (mini, synthetic RIRs)")
-    parser.add_argument("--cmd", default="local", help="job backend: local | slurm <srun options>")
-    parser.add_argument("--force", default="false", choices=["true", "false"])
+    add_job_options(parser, "parallel synthesis jobs (mini, synthetic RIRs)")
     args, overrides = parser.parse_known_args(argv)
     setup_logging(os.path.join(args.out_dir, "log", "prepare_corpus.log"))
     cfg = load_config(CorpusConfig, args.config, overrides)
     data_dir = args.data_dir or os.path.dirname(os.path.abspath(args.out_dir))
-    run_prepare_corpus(args.corpus, cfg, args.out_dir, data_dir, args.dns_root, args.nj, args.cmd, args.force == "true")
+    run_prepare_corpus(args.corpus, cfg, args.out_dir, data_dir, args.dns_root, args.nj, args.cmd, args.force)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from flowse.train.pretrain import PretrainConfig, run_pretrain  # noqa: E402
 from flowse.train.stage import run_training_stage  # noqa: E402
+from flowse.utils.cli import add_force_option, run  # noqa: E402
 from flowse.utils.config import load_config  # noqa: E402
 from flowse.utils.log import get_logger  # noqa: E402
 
@@ -38,18 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocoder_dir", default=None, help="vocoder exp dir recorded in the model dir")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--resume", default="true", choices=["true", "false"])
-    p.add_argument("--force", default="false", choices=["true", "false"])
+    add_force_option(p)
     args, overrides = p.parse_known_args(argv)
     cfg = load_config(PretrainConfig, args.config, overrides)
     if args.vocoder_dir and not os.path.isdir(args.vocoder_dir):
         logger.warning("vocoder dir %s does not exist (yet); it is recorded in the model dir anyway", args.vocoder_dir)
     return run_training_stage(
-        MARKER, args.exp_dir, cfg, cfg.threads, args.device, args.force == "true",
+        MARKER, args.exp_dir, cfg, cfg.threads, args.device, args.force,
         lambda dist: run_pretrain(cfg, args.dump_dir, args.exp_dir, args.vocoder_dir, resume=args.resume == "true",
                                   dist=dist))
 
 
 if __name__ == "__main__":
-    from flowse.utils.cli import run
-
     run(main)

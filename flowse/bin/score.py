@@ -19,19 +19,12 @@ import sys
 
 from flowse.metrics.config import ScoreConfig
 from flowse.metrics.registry import METRICS
+from flowse.utils.cli import add_job_options, boolean
 from flowse.utils.config import load_config
 from flowse.utils.errors import UserError
 from flowse.utils.log import setup_logging
 
 EXIT_SKIPPED = 3
-
-
-def _bool(s: str) -> bool:
-    if s.lower() in ("true", "1", "yes"):
-        return True
-    if s.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -41,14 +34,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, help=f"comma list of {','.join(METRICS)} (default: config)")
     p.add_argument("--out_dir", required=True)
     p.add_argument("--config", default=None, help="score.yaml")
-    p.add_argument("--nj", type=int, default=1, help="parallel jobs (keys split evenly)")
-    p.add_argument("--cmd", default="local", help="job backend: local or 'slurm <srun options>'")
+    add_job_options(p, "parallel jobs (keys split evenly)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="threads per job (0: cores / nj)")
     p.add_argument("--keys", default=None, help="score only the utt ids listed in this file (one per line)")
-    p.add_argument("--progress", type=_bool, default=True)
-    p.add_argument("--force", type=_bool, default=False)
-    p.add_argument("--fail_on_skip", type=_bool, default=False, help=f"exit {EXIT_SKIPPED} if any utt was skipped")
+    p.add_argument("--progress", type=boolean, default=True)
+    p.add_argument("--fail_on_skip", type=boolean, default=False, help=f"exit {EXIT_SKIPPED} if any utt was skipped")
     return p
 
 

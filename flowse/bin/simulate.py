@@ -16,7 +16,7 @@ import os
 
 from flowse.data.simulate import SimulateConfig
 from flowse.data.stages import run_simulate
-from flowse.utils.cli import run
+from flowse.utils.cli import add_job_options, run
 from flowse.utils.config import load_config
 from flowse.utils.log import setup_logging
 
@@ -26,13 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="simulate.yaml")
     parser.add_argument("--local_dir", required=True, help="stage-0 lists, e.g. data/local")
     parser.add_argument("--data_dir", required=True, help="where the set dirs go, e.g. data")
-    parser.add_argument("--nj", type=int, default=1)
-    parser.add_argument("--cmd", default="local", help="job backend: local | slurm <srun options>")
-    parser.add_argument("--force", default="false", choices=["true", "false"])
+    add_job_options(parser)
     args, overrides = parser.parse_known_args(argv)
     setup_logging(os.path.join(args.data_dir, "log", "simulate.log"))
     cfg = load_config(SimulateConfig, args.config, overrides)
-    run_simulate(cfg, args.local_dir, args.data_dir, args.nj, args.cmd, args.force == "true")
+    run_simulate(cfg, args.local_dir, args.data_dir, args.nj, args.cmd, args.force)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import os
 
 from flowse.train.hifigan import VocoderStageConfig
 from flowse.train.vocoder_stage import StageDirs, run_vocoder_stage
-from flowse.utils.cli import run
+from flowse.utils.cli import add_force_option, run
 from flowse.utils.config import load_config
 from flowse.utils.distributed import cleanup, init_distributed
 from flowse.utils.log import setup_logging
@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train_set", default="train")
     p.add_argument("--valid_set", default="valid")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--force", default="false", choices=["true", "false"])
+    add_force_option(p)
     args, overrides = p.parse_known_args(argv)
     os.makedirs(args.exp_dir, exist_ok=True)
     dist = init_distributed(args.device)
     setup_logging(os.path.join(args.exp_dir, "train.log"), rank=dist.rank)
     cfg = load_config(VocoderStageConfig, args.config, overrides)
-    ctx = StageDirs(args.exp_dir, args.data_dir, args.dump_dir, args.train_set, args.valid_set, args.force == "true")
+    ctx = StageDirs(args.exp_dir, args.data_dir, args.dump_dir, args.train_set, args.valid_set, args.force)
     try:
         run_vocoder_stage(cfg, ctx, args.sets.split(), dist)
     finally:

@@ -12,7 +12,7 @@ import argparse
 
 from flowse.models.vocoders import load_vocoder
 from flowse.utils import stage
-from flowse.utils.cli import run
+from flowse.utils.cli import add_force_option, run
 from flowse.utils.distributed import init_distributed
 from flowse.utils.log import setup_logging
 from flowse.vocode import vocoder_ceiling
@@ -27,13 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out_dir", default=None, help="default: the vocoder dir")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--force", default="false", choices=["true", "false"])
+    add_force_option(p)
     args = p.parse_args(argv)
     setup_logging()
     device = init_distributed(args.device).device
     vocoder = load_vocoder(args.vocoder_dir, device)
     vocoder_ceiling(vocoder, args.data_dir, args.dump_dir, args.out_dir or args.vocoder_dir, args.sets.split(),
-                    args.force == "true", args.batch_size, stage.read_key(args.vocoder_dir, "vocoder"))
+                    args.force, args.batch_size, stage.read_key(args.vocoder_dir, "vocoder"))
 
 
 if __name__ == "__main__":

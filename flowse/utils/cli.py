@@ -8,6 +8,7 @@ and exit status 2 (as argparse's usage errors): a bad config key or value
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable, NoReturn
@@ -39,3 +40,23 @@ def run(main: Callable[[], int | None]) -> NoReturn:
         print(f"{command_name()}: error: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     sys.exit(status or 0)
+
+
+def boolean(value: str) -> bool:
+    """argparse type of the recipe's ``--force true|false`` style flags."""
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def add_job_options(parser: argparse.ArgumentParser, nj_help: str = "parallel jobs") -> None:
+    """``--nj``, ``--cmd`` (job backend) and ``--force`` of every command that runs split jobs."""
+    parser.add_argument("--nj", type=int, default=1, help=nj_help)
+    parser.add_argument("--cmd", default="local", help="job backend: local | 'slurm <srun options>'")
+    add_force_option(parser)
+
+
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", type=boolean, default=False, help="redo steps even when done (true|false)")
