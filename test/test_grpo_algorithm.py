@@ -41,12 +41,15 @@ class BandReward:
 
     last_times: dict = {}
 
-    def metrics(self, mel, prompts):
+    def metrics(self, mel, prompts, judge=False):
         m = prompts.mask.to(mel.device)[..., None].float()
         band = (mel[..., 4:8] * m).sum((1, 2)) / (m.sum((1, 2)) * 4)
         return {"band": band.double().cpu().numpy(), "other": (mel * m).sum((1, 2)).double().cpu().numpy()}
 
-    def reward(self, metrics):
+    def rewarded_values(self, metrics):
+        return {"band": metrics["band"]}
+
+    def reward(self, metrics, stds=None):
         return metrics["band"]
 
 
@@ -315,3 +318,40 @@ def test_bad_prompts_are_skipped_with_a_warning(caplog):
     assert np.isfinite(rec["reward_mean"]) and rec["updates"] == 2
     assert "u003" in caplog.text and "skipping prompt" in caplog.text
     assert ev["utts"] == 2 and "u001" in caplog.text
+
+
+def test_nonfast_window_leaves_the_last_step_and_eq9_weighs_candidates_equally():
+    from flowse.rl.rollout import window_steps
+
+    assert window_steps(7, 1, 10) == [0, 1, 2, 3, 4, 5] and window_steps(10, 1, 10) == list(range(9))
+    assert window_steps(4, 3, 2) == [2]
+    with pytest.raises(ValueError, match="ODE step"):
+        window_steps(4, 4, 2)
+    cfg = make_cfg(rollout=dict(nfe_range=[3, 6], window_start_range=[1, 1], window_size=10), train=dict(beta=0.0))
+    task = GRPOTask(tiny_model(dropout=0.0), cfg, BandReward(), prompt_set(16, 0))
+    col_ = task.collector
+    it = next(i for i in range(50) if col_.round_schedule(i, 0)[0] != col_.round_schedule(i, 1)[0])
+    col = col_.collect(it)
+    sizes = {rd.index: len(rd.window) for rd in col.rounds}
+    assert all(len(rd.window) == rd.nfe - 1 for rd in col.rounds) and len(set(sizes.values())) == 2
+    grad = task.update.policy_gradient(col)
+    # Eq. 9 by hand: a candidate's loss is the mean over its own window steps, then the mean over candidates
+    per_candidate, per_transition = [], []
+    for rd in col.rounds:
+        n_cand = rd.cond.shape[0]
+        for c in range(n_cand):
+            if not col.adv.keep[rd.index * n_cand + c]:
+                continue
+            sub = rd.tr.index(torch.nonzero(rd.tr.sample == c).flatten())
+            logp, _, _ = transition_log_prob(col_.velocity, sub, rd.cond[sub.sample], rd.mask[sub.sample],
+                                             cfg.rollout.noise_level)
+            adv = torch.full((len(sub),), float(col.adv.values[rd.index * n_cand + c]))
+            loss = grpo_loss(logp, sub.log_prob, adv, cfg.train.clip_range).loss
+            per_candidate.append(loss.mean())
+            per_transition.append(loss)
+    want = torch.autograd.grad(torch.stack(per_candidate).mean(), task.params, retain_graph=True)
+    want = torch.cat([g.flatten() for g in want])
+    torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6 * float(want.abs().max()))
+    flat = torch.autograd.grad(torch.cat(per_transition).mean(), task.params)
+    flat = torch.cat([g.flatten() for g in flat])
+    assert float((flat - want).norm()) > 1e-3 * float(want.norm())  # the per-transition mean is another estimate

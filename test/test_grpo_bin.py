@@ -91,7 +91,8 @@ def test_grpo_cli_outputs_export_and_resume(recipe):
         exp = os.path.join(recipe, "exp", "grpo_tiny")
         assert _grpo(recipe, exp) == 0
         for f in ["config.yaml", "train.log", "metrics.jsonl", "eval.jsonl", "train_curves.png", "eval_curves.png",
-                  "checkpoint_2.pt", "model.pt", "model_config.yaml", "vocoder_dir", "summary.json"]:
+                  "checkpoint_2.pt", "model.pt", "model_config.yaml", "vocoder_dir", "summary.json", "export.json",
+                  "last/model.pt", "lora/step_0.pt", "lora/step_2.pt"]:
             assert os.path.getsize(os.path.join(exp, f)) > 0, f
         assert is_done(exp, "grpo")
         rows = [json.loads(line) for line in open(os.path.join(exp, "metrics.jsonl"))]
@@ -103,10 +104,14 @@ def test_grpo_cli_outputs_export_and_resume(recipe):
         assert rows[0]["onpolicy_ratio_dev"] < 1e-5
         evals = [json.loads(line) for line in open(os.path.join(exp, "eval.jsonl"))]
         assert [e["step"] for e in evals] == [0, 2] and "eval/ESTOI" in evals[0]
+        assert len(evals[1]["utt_values"]["SISDR"]) == evals[1]["utts"] == 2
+        export = json.load(open(os.path.join(exp, "export.json")))
+        assert export["step"] in (0, 2) and export["last_step"] == 2 and export["summary"]
+        assert json.load(open(os.path.join(exp, "summary.json")))["exported_step"] == export["step"]
         saved = yaml.safe_load(open(os.path.join(exp, "config.yaml")))
         assert saved["reward"]["metrics"] == ["SISDR"] and saved["train"]["max_steps"] == 2
-        # the merged model loads as a plain model dir and differs from the base model
-        merged, _ = load_model_dir(exp)
+        # the last step's merged model loads as a plain model dir and differs from the base model
+        merged, _ = load_model_dir(os.path.join(exp, "last"))
         base, _ = load_model_dir(os.path.join(recipe, "exp", "pretrain"))
         diffs = [float((a - b).abs().max()) for (n, a), (_, b) in zip(merged.state_dict().items(), base.state_dict().items())
                  if "attn.to_" in n and n.endswith("weight")]
@@ -125,6 +130,28 @@ def test_grpo_cli_outputs_export_and_resume(recipe):
         assert os.path.exists(os.path.join(exp, "checkpoint_4.pt")) and not os.path.exists(os.path.join(exp, "checkpoint_2.pt"))
     finally:
         os.chdir(cwd)
+
+
+def test_exported_model_dir_carries_the_rollout_cfg_strength(recipe, tmp_path):
+    """``flowse-enhance`` on a GRPO exp dir uses the CFG weight GRPO optimised (``rollout.cfg_strength``)."""
+    from flowse.bin.grpo import exported_config
+    from flowse.enhance import Enhancer
+    from flowse.models.io import load_model_dir
+    from flowse.rl.config import GRPOConfig, LoRAConfig
+    from flowse.rl.export import export_models
+    from flowse.rl.lora import apply_lora
+
+    base_dir = os.path.join(recipe, "exp", "pretrain")
+    voc = os.path.join(recipe, "exp", "vocoder")
+    for w, want in ((0.7, 0.7), (None, load_model_dir(base_dir)[1].flow.cfg_strength)):
+        model, model_cfg = load_model_dir(base_dir)
+        apply_lora(model, LoRAConfig(r=2, alpha=4))
+        cfg = load_config(GRPOConfig, None, {"rollout": {"cfg_strength": w}})
+        out = str(tmp_path / f"w{w}")
+        assert export_models(model, exported_config(model_cfg, cfg), out, voc, 0, None) == 0
+        for d in (out, os.path.join(out, "last")):
+            assert Enhancer.from_model_dir(d, "cpu").cfg_strength == want
+    assert want != 0.7
 
 
 def test_grpo_configs_load_and_bad_values_are_named():

@@ -31,7 +31,7 @@ def test_snr_estimator_recovers_known_signal_share():
 class EnergyReward(BandReward):
     """The summed log-mel of the output: every bin and frame carries signal."""
 
-    def reward(self, metrics):
+    def reward(self, metrics, stds=None):
         return metrics["other"]
 
 
@@ -41,7 +41,7 @@ class RandomReward(BandReward):
     def __init__(self):
         self.rng = np.random.default_rng(0)
 
-    def reward(self, metrics):
+    def reward(self, metrics, stds=None):
         return self.rng.standard_normal(len(metrics["band"]))
 
 

@@ -79,3 +79,34 @@ def test_compute_without_reference():
     out = rm.compute([speechlike(1.0)], None)
     assert sorted(out) == ["OVRL", "SIG"]  # SPK needs a reference: not computed, not an error
     assert rm.reward(out)[0] == pytest.approx(0.25 * out["OVRL"][0])
+
+
+def test_std_normalize_modes_and_old_booleans():
+    assert load_config(RewardConfig, None, ["--std_normalize", "true"]).std_normalize == "batch"
+    assert load_config(RewardConfig, None, ["--std_normalize", "false"]).std_normalize == "none"
+    with pytest.raises(ConfigError, match="'batch' \\| 'frozen' \\| 'none'"):
+        load_config(RewardConfig, None, ["--std_normalize", "fixed"])
+    m = {"SISDR": np.array([2.0, 4.0, 6.0, 8.0]), "ESTOI": np.array([0.5, 0.7, 0.6, 0.9])}
+    cfg = dict(metrics=["SISDR", "ESTOI"], weights=[0.5, 1.0], log_metrics=[])
+    frozen = RewardModel(RewardConfig(std_normalize="frozen", **cfg))
+    with pytest.raises(ValueError, match="frozen stds must be given"):
+        frozen.reward(m)
+    stds = {"SISDR": 4.0, "ESTOI": 0.25}
+    np.testing.assert_allclose(frozen.reward(m, stds), 0.5 * m["SISDR"] / 4.0 + m["ESTOI"] / 0.25, rtol=1e-12)
+    batch = RewardModel(RewardConfig(std_normalize="batch", **cfg))
+    np.testing.assert_allclose(batch.reward(m), 0.5 * m["SISDR"] / m["SISDR"].std() + m["ESTOI"] / m["ESTOI"].std(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(batch.reward(m, stds), frozen.reward(m, stds), rtol=0)  # given stds win
+    none = RewardModel(RewardConfig(std_normalize="none", **cfg))
+    np.testing.assert_allclose(none.reward(m, stds), 0.5 * m["SISDR"] + m["ESTOI"], rtol=1e-12)
+
+
+def test_within_group_share_of_variance():
+    from flowse.rl.advantages import within_group_share
+
+    groups = np.repeat([0, 1], 3)
+    assert within_group_share(np.array([1.0, 1, 1, 5, 5, 5]), groups) == 0.0  # all spread is between prompts
+    assert within_group_share(np.array([0.0, 1, 2, 0, 1, 2]), groups) == pytest.approx(1.0)  # all within groups
+    v = np.array([0.0, 1, 2, 10, 11, 12])  # within var 2/3 each, total var 25 + 2/3
+    assert within_group_share(v, groups) == pytest.approx((2 / 3) / (25 + 2 / 3))
+    assert np.isnan(within_group_share(np.ones(6), groups))

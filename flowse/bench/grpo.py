@@ -163,7 +163,7 @@ def bench_paper(paper_cfg: GRPOConfig, model_config: str, device: torch.device, 
     t_fb = timeit(fwd_bwd, device, repeats)
     n_cand = ro.prompts_per_round * ro.group_size * ro.rounds_per_iter
     mean_nfe = (ro.nfe_range[0] + ro.nfe_range[1]) / 2
-    mean_window = np.mean([min(ro.window_size, n - s + 1) for n in range(ro.nfe_range[0], ro.nfe_range[1] + 1)
+    mean_window = np.mean([min(ro.window_size, n - s) for n in range(ro.nfe_range[0], ro.nfe_range[1] + 1)
                            for s in range(ro.window_start_range[0], ro.window_start_range[1] + 1)])
     per_row_fwd = t_fwd / batch  # includes the CFG factor (velocity does 2B rows when w != 0, 1)
     rollout_s = n_cand * mean_nfe * per_row_fwd

@@ -9,10 +9,15 @@ Prompts: ``<dump_dir>/<train_set>/feats.scp`` with ``<data_dir>/<train_set>/{wav
 held-out evaluation (ODE sampler, every metric, step 0 = the base model) on the valid set.
 The reward uses the vocoder recorded in the init model dir. Writes into the exp dir:
 ``config.yaml`` (resolved GRPO config), ``train.log``, ``metrics.jsonl`` (per iteration),
-``eval.jsonl``, ``train_curves.png``, ``eval_curves.png``, ``checkpoint_<step>.pt``
-(adapter + optimizer + scheduler + RNG), ``summary.json`` (base vs final evaluation), and at
-the end the merged model dir (``model.pt``, ``model_config.yaml``, ``vocoder_dir``) so that
-``flowse.bin.enhance --model_dir <exp_dir>`` works; the completion marker last.
+``eval.jsonl`` (with per-utterance values), ``train_curves.png``, ``eval_curves.png``,
+``checkpoint_<step>.pt`` (adapter + optimizer + scheduler + RNG), ``lora/step_<n>.pt`` (the
+adapter of each evaluated step), ``reward_std.json`` (``reward.std_normalize: frozen``),
+``summary.json`` (base vs final evaluation), and at the end the guarded export
+(``flowse.rl.export``): the merged model dir of the chosen step (``model.pt``,
+``model_config.yaml``, ``vocoder_dir``) so that ``flowse.bin.enhance --model_dir <exp_dir>``
+uses it, the last step's in ``last/``, and ``export.json`` (which step and why). The exported
+``flow.cfg_strength`` is ``rollout.cfg_strength`` when set: inference uses the w that GRPO
+optimised. The completion marker last.
 """
 from __future__ import annotations
 
@@ -34,12 +39,20 @@ logger = get_logger(__name__)
 MARKER = "grpo"
 
 
+def exported_config(model_cfg, cfg: GRPOConfig):
+    """The model config written with the GRPO model: ``flow.cfg_strength`` = ``rollout.cfg_strength`` when set."""
+    from dataclasses import replace
+
+    if cfg.rollout.cfg_strength is None:
+        return model_cfg
+    return replace(model_cfg, flow=replace(model_cfg.flow, cfg_strength=cfg.rollout.cfg_strength))
+
+
 def run_grpo(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: str, exp_dir: str, dist, resume: bool = True,
              train_set: str = "train", valid_set: str = "valid") -> dict:
-    """Build model, reward and prompts, train, export the merged model; returns the summary."""
-    from flowse.models.io import save_model_dir
+    """Build model, reward and prompts, train, export the guarded merged model; returns the summary."""
     from flowse.rl.build import build_grpo_trainer
-    from flowse.rl.lora import merge_lora
+    from flowse.rl.export import choose_step, export_models
 
     trainer, model_cfg, vocoder_dir = build_grpo_trainer(cfg, init_dir, data_dir, dump_dir, dist, exp_dir, train_set,
                                                          valid_set)
@@ -47,11 +60,13 @@ def run_grpo(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: str, exp_d
     summary = {"steps": trainer.step, "iterations": trainer.task.progress.iteration, "init_dir": init_dir,
                "vocoder_dir": vocoder_dir}
     if trainer.eval_history:
-        summary["base"] = trainer.eval_history[0]
-        summary["final"] = trainer.eval_history[-1]
+        summary["base"], summary["final"] = ({k: v for k, v in row.items() if not k.startswith("utt_")}
+                                             for row in (trainer.eval_history[0], trainer.eval_history[-1]))
     if dist.is_main:
-        merge_lora(trainer.task.model)
-        save_model_dir(trainer.task.model, model_cfg, exp_dir, vocoder_dir, step=trainer.step, config_name="model_config.yaml")
+        choice = choose_step(trainer.eval_history, trainer.task.collector.reward_fn, cfg.export) \
+            if any(r["step"] == 0 for r in trainer.eval_history) else None
+        summary["exported_step"] = export_models(trainer.task.model, exported_config(model_cfg, cfg), exp_dir,
+                                                 vocoder_dir, trainer.step, choice)
         write_json(os.path.join(exp_dir, "summary.json"), summary)
         logger.info("merged model written to %s (enhance with --model_dir %s)", exp_dir, exp_dir)
     barrier()

@@ -139,6 +139,10 @@ def make_results(exp_dir: str, sets: list[str], title: str | None = None) -> tup
     parts.append(table)
     if notes:
         parts.append("\n".join(notes) + "\n")
+    export_path = os.path.join(exp_dir, "export.json")  # a GRPO exp: which step is the model, and why
+    if os.path.isfile(export_path):
+        with open(export_path, encoding="utf-8") as f:
+            parts.append("## Exported step\n\n" + json.load(f)["summary"] + "\n")
     cfg_path = os.path.join(exp_dir, "config.yaml")
     if os.path.isfile(cfg_path):
         with open(cfg_path, encoding="utf-8") as f:

@@ -52,3 +52,16 @@ def group_advantages(
         adv[idx] = np.clip((r - r.mean()) / (std + eps), -clip, clip)
         keep[idx] = True
     return Advantages(adv, keep, len(uniq), n_zero, float(np.mean(stds)) if stds else 0.0)
+
+
+def within_group_share(values: np.ndarray, group_ids: np.ndarray) -> float:
+    """Mean within-group variance / total variance of ``values [N]`` (population variances; groups of
+    equal size, as GRPO's): the part of a metric's spread that group-relative advantages can see
+    (the rest is spread between prompts). NaN when the total variance is 0."""
+    values = np.asarray(values, dtype=np.float64)
+    total = float(values.var())
+    if total <= 0:
+        return float("nan")
+    group_ids = np.asarray(group_ids)
+    within = [float(values[group_ids == g].var()) for g in dict.fromkeys(group_ids.tolist())]
+    return float(np.mean(within)) / total

@@ -10,6 +10,19 @@ from flowse.utils.log import get_logger
 logger = get_logger(__name__)
 
 
+def judge_suite(cfg: GRPOConfig, computed: list[str], device: str):
+    """The ``MetricSuite`` of the held-out judge metrics (``eval.metrics``) the reward does not compute
+    already, or None; an unavailable one is left out with an info line."""
+    from flowse.metrics.registry import unavailable_outputs
+    from flowse.metrics.suite import MetricSuite
+
+    extra = [m for m in cfg.eval.metrics if m not in computed]
+    for m, hint in unavailable_outputs(extra, cfg.reward.models).items():
+        logger.info("%s not computed in the held-out evaluation: %s", m, hint)
+        extra.remove(m)
+    return MetricSuite(extra, cfg.reward.models, device) if extra else None
+
+
 def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: str, dist, exp_dir: str | None = None,
                        train_set: str = "train", valid_set: str = "valid"):
     """The pretrained model of ``init_dir`` with LoRA, its vocoder + reward models, the prompt sets.
@@ -33,6 +46,7 @@ def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: 
         raise FileNotFoundError(f"{init_dir}: no vocoder_dir file; the GRPO reward needs the model's vocoder")
     vocoder = load_vocoder(vocoder_dir, dist.device)
     reward_model = RewardModel(cfg.reward, str(dist.device))
+    judge = judge_suite(cfg, reward_model.metrics, str(dist.device))
     need_ref = reward_model.needs_ref
     hop = vocoder.hop_length
     min_frames = max(1, int(cfg.rollout.min_seconds * vocoder.sample_rate / hop))
@@ -48,6 +62,6 @@ def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: 
     logger.info("GRPO from %s (vocoder %s): %d LoRA parameters, %d prompts, %d held-out; reward %s, logged %s",
                 init_dir, vocoder_dir, count_lora_parameters(model), len(prompts),
                 len(eval_prompts) if eval_prompts else 0, cfg.reward.metrics, reward_model.metrics)
-    task = GRPOTask(model, cfg, AudioReward(vocoder, reward_model), prompts, dist, eval_prompts, hop,
+    task = GRPOTask(model, cfg, AudioReward(vocoder, reward_model, judge=judge), prompts, dist, eval_prompts, hop,
                     vocoder.sample_rate)
     return Trainer(task, cfg.train, exp_dir, dist), model_cfg, vocoder_dir

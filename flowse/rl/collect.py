@@ -8,6 +8,9 @@ window start drawn per round; the initial and SDE noise of a prompt's candidates
 per-prompt seed ``(seed, iteration, global prompt index)``. Every candidate's metrics come
 from the reward function (vocoder + metric models); the rewards from the metrics of all
 candidates (gathered across ranks); advantages per prompt (Eq. 8), zero-std groups dropped.
+With ``reward.std_normalize: frozen`` the stds of the rewarded metrics are those of the first
+collection (``frozen_stds``, measured before the first update; the task stores and restores
+them); every collection reports each rewarded metric's std and within-group share of variance.
 
 Distributed (torchrun): rounds are assigned to ranks round-robin (round r -> rank r mod
 world), so a prompt's G candidates and their advantage live on one rank and are the same
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flowse.rl.advantages import Advantages, group_advantages
+from flowse.rl.advantages import Advantages, group_advantages, within_group_share
 from flowse.rl.config import GRPOConfig
 from flowse.rl.prompts import PromptBatch, PromptSet
 from flowse.rl.reward_fn import RewardFn
@@ -65,6 +68,7 @@ class Collection:
     rewards: np.ndarray
     adv: Advantages
     times: dict[str, float]
+    spread: dict[str, tuple[float, float]]  # rewarded metric -> (std of s_i m_i, within-group share of variance)
 
 
 class Collector:
@@ -79,6 +83,7 @@ class Collector:
         self.crop_frames = max(1, int(round(cfg.rollout.crop_seconds * sample_rate / hop)))
         self._bad_prompts: set[int] = set()
         self._good_prompts: set[int] = set()
+        self.frozen_stds: dict[str, float] | None = None
 
     def velocity(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The policy's guided velocity (same CFG form in rollouts and training), fp32 out."""
@@ -110,7 +115,7 @@ class Collector:
         ro = self.cfg.rollout
         rng = np.random.default_rng(stream_seed(self.seed, 2, iteration, r))
         nfe = int(rng.integers(ro.nfe_range[0], ro.nfe_range[1] + 1))
-        start = int(rng.integers(ro.window_start_range[0], min(ro.window_start_range[1], nfe) + 1))
+        start = int(rng.integers(ro.window_start_range[0], min(ro.window_start_range[1], nfe - 1) + 1))
         return nfe, window_steps(nfe, start, ro.window_size)
 
     def my_rounds(self) -> list[int]:
@@ -188,8 +193,20 @@ class Collector:
             gathered.update(dict(part))
         names = list(gathered[0].keys())
         metrics = {k: np.concatenate([gathered[r][k] for r in range(ro.rounds_per_iter)]) for k in names}
-        rewards = self.reward_fn.reward(metrics)
         groups = np.repeat(np.arange(ro.rounds_per_iter * ro.prompts_per_round), ro.group_size)
+        values = self.reward_fn.rewarded_values(metrics)
+        spread = {m: (float(np.std(v)), within_group_share(v, groups)) for m, v in values.items()}
+        stds = None
+        if self.cfg.reward.std_normalize == "frozen":
+            if self.frozen_stds is None:
+                self.frozen_stds = {m: sd for m, (sd, _) in spread.items()}
+                logger.info("frozen reward stds (iteration %d): %s", iteration,
+                            " ".join(f"{m}={sd:.6g}" for m, sd in self.frozen_stds.items()))
+            if set(self.frozen_stds) != set(values):
+                raise RuntimeError(f"the frozen reward stds are of {sorted(self.frozen_stds)}, the rewarded "
+                                   f"metrics are {sorted(values)}")
+            stds = self.frozen_stds
+        rewards = self.reward_fn.reward(metrics, stds)
         adv = group_advantages(rewards, groups, self.cfg.train.adv_clip, self.cfg.train.adv_eps)
         times["exchange"] = time.perf_counter() - t0
-        return Collection(iteration, rounds, metrics, rewards, adv, times)
+        return Collection(iteration, rounds, metrics, rewards, adv, times, spread)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flowse.metrics.registry import check_outputs
 from flowse.rl.reward import RewardConfig
 from flowse.train.config import TrainConfig
 from flowse.utils.config import check
@@ -50,8 +51,10 @@ class RolloutConfig:
 
     ``noise_level`` is a in ``s = a sqrt((1-t)/t)``. Per round, nfe is drawn uniformly from
     ``nfe_range`` and the window start S_min (1-based step index) from ``window_start_range``
-    (both inclusive); the SDE window is steps S_min .. S_min + window_size - 1 (clipped to
-    nfe). Non-fast ablation: window_start_range [1, 1], window_size 10.
+    (both inclusive); the SDE window is steps S_min .. S_min + window_size - 1, clipped to
+    nfe - 1: the last step stays an ODE step and is not trained (as in Flow-GRPO: its std is
+    tiny and its noise is never denoised). Non-fast ablation: window_start_range [1, 1],
+    window_size 10 (every step but the last).
     ``cfg_strength``: CFG weight w of rollouts AND training log-probs (null: the model's
     ``flow.cfg_strength``). ``crop_seconds``: prompts longer than this are randomly cropped
     (wav and mel aligned at hop boundaries); shorter ones are padded, so every candidate of
@@ -82,8 +85,9 @@ class RolloutConfig:
               f"rollout.nfe_range must be [lo, hi] with 1 <= lo <= hi, got {self.nfe_range}")
         check(len(self.window_start_range) == 2 and 1 <= self.window_start_range[0] <= self.window_start_range[1],
               f"rollout.window_start_range must be [lo, hi] with 1 <= lo <= hi, got {self.window_start_range}")
-        check(self.window_start_range[1] <= self.nfe_range[0],
-              f"rollout.window_start_range {self.window_start_range} must start inside the smallest nfe {self.nfe_range[0]}")
+        check(self.window_start_range[1] < self.nfe_range[0],
+              f"rollout.window_start_range {self.window_start_range} must start before the last step of the "
+              f"smallest nfe {self.nfe_range[0]} (the last step is never an SDE step)")
         check(self.window_size >= 1, f"rollout.window_size must be >= 1, got {self.window_size}")
         check(self.group_size >= 2, f"rollout.group_size must be >= 2 (advantages are relative), got {self.group_size}")
         check(self.prompts_per_round >= 1 and self.rounds_per_iter >= 1, "rollout: prompts_per_round and rounds_per_iter must be >= 1")
@@ -127,6 +131,8 @@ class EvalConfig:
     """Held-out evaluation with the inference sampler (ODE, ``nfe`` steps, noise-free), every metric,
     every ``train.eval_interval`` steps. ``max_utts`` of the valid set (0: all); ``max_seconds`` crops
     long utterances (0: whole); ``seed`` fixes the initial noise so evaluations differ only by the model.
+    ``metrics``: judge metrics computed here in addition to the reward's (held out: too dear for every
+    rollout candidate, and not rewarded); one that is unavailable here is left out with an info line.
     """
 
     nfe: int = 10
@@ -134,10 +140,43 @@ class EvalConfig:
     max_seconds: float = 0.0
     batch_size: int = 8
     seed: int = 1234
+    metrics: list[str] = field(default_factory=lambda: ["DMOS"])
 
     def __post_init__(self):
         check(self.nfe >= 1 and self.batch_size >= 1 and self.max_utts >= 0,
               "eval: nfe >= 1, batch_size >= 1, max_utts >= 0")
+        check_outputs(self.metrics, "eval.metrics")
+
+
+@dataclass
+class ExportConfig:
+    """Which evaluated step becomes the exp dir's model (``flowse.rl.export``): the best by the reward among
+    the steps whose ``guard_metrics`` (those of them computed in the held-out evaluation) do not fall below
+    the base model (step 0) by more than ``tolerance`` (one number, or one per guard metric, in the
+    metric's units): the ``confidence`` lower bound of the mean paired difference over utterances
+    (``bootstrap`` resamples, seeded with ``seed``) must be >= -tolerance. No qualifying step: step 0.
+    """
+
+    guard_metrics: list[str] = field(default_factory=lambda: ["DMOS", "SIG", "PESQ", "SPK"])
+    tolerance: dict[str, float] | float = field(
+        default_factory=lambda: {"DMOS": 0.05, "SIG": 0.05, "PESQ": 0.05, "SPK": 0.01})
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self):
+        check_outputs(self.guard_metrics, "export.guard_metrics")
+        if isinstance(self.tolerance, dict):
+            missing = [m for m in self.guard_metrics if m not in self.tolerance]
+            check(not missing, f"export.tolerance has no value for guard metric(s) {missing}; give one number "
+                               f"or one per guard metric")
+        tol = self.tolerance.values() if isinstance(self.tolerance, dict) else [self.tolerance]
+        check(all(t >= 0 for t in tol), f"export.tolerance must be >= 0, got {self.tolerance}")
+        check(self.bootstrap >= 1, f"export.bootstrap must be >= 1, got {self.bootstrap}")
+        check(0.5 <= self.confidence < 1, f"export.confidence must be in [0.5, 1), got {self.confidence}")
+
+    def tolerance_of(self, metric: str) -> float:
+        return float(self.tolerance[metric] if isinstance(self.tolerance, dict) else self.tolerance)
 
 
 @dataclass
@@ -153,6 +192,7 @@ class GRPOConfig:
     train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     threads: int = 0
 
     def __post_init__(self):

@@ -1,5 +1,7 @@
 """GRPO held-out evaluation: the inference sampler (ODE, ``eval.nfe`` steps, fixed initial noise per
-utterance) on the held-out prompts, every metric of the reward function, means over utterances.
+utterance) on the held-out prompts, every metric of the reward function plus its judge metrics
+(``eval.metrics``, e.g. DMOS), means over utterances and the per-utterance values (``utt_keys``,
+``utt_values``: the guarded export, ``flowse.rl.export``, pairs them with the base model's).
 
 Utterances are split round-robin over ranks and gathered; batches are length-sorted (less
 padding), and the result per utterance does not depend on batching. A bad held-out utterance
@@ -37,7 +39,8 @@ class HeldOutEval:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict:
-        """``{"utts", "eval/<metric>": mean, "time_eval"}`` of the model as it is at ``step``."""
+        """``{"utts", "eval/<metric>": mean, "time_eval", "utt_keys": [key], "utt_values": {metric: [value]}}``
+        of the model as it is at ``step`` (utterances in held-out set order)."""
         ec = self.cfg.eval
         n = len(self.prompts) if not ec.max_utts else min(ec.max_utts, len(self.prompts))
         mine = [i for i in range(n) if i % self.dist.world_size == self.dist.rank]
@@ -66,7 +69,7 @@ class HeldOutEval:
                               for i in idx]).to(self.device)
             x1 = ode_sample(self.model, cond, mask, ec.nfe, self.cfg.rollout.cfg_strength, x0=x0)
             mel = self.model.denormalize(x1) * mask[..., None]
-            m = self.reward_fn.metrics(mel, batch)
+            m = self.reward_fn.metrics(mel, batch, judge=True)
             for j, i in enumerate(idx):
                 per_utt[i] = {k: float(v[j]) for k, v in m.items()}
         allm: dict[int, dict[str, float]] = {}
@@ -77,6 +80,8 @@ class HeldOutEval:
         metrics = {k: np.array([allm[i][k] for i in order]) for k in names}
         rec = {"utts": len(order), **{f"eval/{k}": float(np.nanmean(v)) for k, v in metrics.items()}}
         rec["time_eval"] = time.perf_counter() - t0
+        rec["utt_keys"] = [self.prompts.keys[i] for i in order]
+        rec["utt_values"] = {k: v.tolist() for k, v in metrics.items()}
         logger.info("eval at step %d (%d utts, ODE %d steps): %s", step, rec["utts"], ec.nfe,
                     " ".join(f"{k[5:]}={v:.4f}" for k, v in rec.items() if k.startswith("eval/")))
         return rec

@@ -1,9 +1,12 @@
 """PNG curves of a GRPO run (paper Fig. 2 kind): every metric vs optimizer step.
 
 ``train_curves.png``: reward mean/std, every metric's mean over the collected candidates
-(rewarded or not: reward hacking shows as one curve up and others down), KL, ratio and
-clip fraction, zero-std group fraction. ``eval_curves.png``: the held-out metrics of the
-ODE sampler vs step (step 0 = the base model).
+(rewarded or not: reward hacking shows as one curve up and others down), each rewarded
+metric's std over the iteration (what ``reward.std_normalize: batch`` divides by) and its
+within-group share of variance (what the group advantages can see), KL, ratio and clip
+fraction, zero-std group fraction. ``eval_curves.png``: the held-out metrics of the ODE
+sampler vs step (step 0 = the base model; judge metrics such as DMOS included), the step the
+guarded export chose marked.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ def plot_curves(exp_dir: str, history: list[dict], eval_history: list[dict]) -> 
         steps = [r["step"] for r in history]
         panels: list[tuple[str, list[str]]] = [("reward", ["reward_mean"])]
         panels += [(k[6:], [k]) for k in history[-1] if k.startswith("train/")]
+        panels += [(f"std of rewarded {k[4:]}", [k]) for k in history[-1] if k.startswith("std/")]
+        panels += [(f"within-group share of {k[7:]} variance", [k]) for k in history[-1] if k.startswith("within/")]
         panels += [("KL", ["kl"]), ("ratio", ["ratio_mean", "ratio_min", "ratio_max"]), ("clip fraction", ["clip_frac"]),
                    ("zero-std group fraction", ["zero_std_frac"])]
         rows, cols = _grid(len(panels))
@@ -63,13 +68,16 @@ def plot_curves(exp_dir: str, history: list[dict], eval_history: list[dict]) -> 
         rows, cols = _grid(len(keys))
         fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
         steps = [r["step"] for r in eval_history]
+        chosen = eval_history[-1].get("guarded_step")
         for ax, k in zip(axes.flat, keys):
             ax.plot(steps, [r.get(k, float("nan")) for r in eval_history], marker="o")
+            if chosen is not None:
+                ax.axvline(chosen, color="tab:green", linestyle=":", linewidth=1)
             ax.set_title(k[5:], fontsize=9)
             ax.set_xlabel("step", fontsize=8)
         for ax in list(axes.flat)[len(keys):]:
             ax.axis("off")
-        fig.suptitle("held-out evaluation (ODE sampler; step 0 = base model)", fontsize=10)
+        fig.suptitle("held-out evaluation (ODE sampler; step 0 = base model; dotted: guarded export)", fontsize=10)
         fig.tight_layout()
         path = os.path.join(exp_dir, "eval_curves.png")
         _save(fig, path)

@@ -1,12 +1,14 @@
 """GRPO rewards from metric values (paper section 2.2): single or multi-metric, every metric logged.
 
 - single metric:  ``R = s * m`` (``s`` the metric's scale, e.g. DNSMOS OVRL / 4);
-- multi-metric:   ``R = sum_i w_i * s_i m_i / std(s_i m_i)`` with the std taken over
-  the items given to ``reward`` (call it once on all items collected in an
-  iteration: that is the paper's "std over the collected data"); a metric whose
-  std is (almost) 0 over those items is not divided (its term is then constant and
-  drops out of the group advantages). ``std_normalize: false`` gives the plain
-  weighted sum.
+- multi-metric:   ``R = sum_i w_i * s_i m_i / std_i``. ``std_normalize`` says which std:
+  ``batch``: the std of ``s_i m_i`` over the items given to ``reward`` (call it once on all
+  items collected in an iteration: the paper's "std over the collected data"; it is
+  dominated by the spread between prompts and drifts as training moves the metrics);
+  ``frozen``: stds measured once (the trainer measures them on the base model's first
+  iteration and passes them in, ``stds=``); ``none``: the plain weighted sum. A metric
+  whose std is (almost) 0 is not divided (its term is then constant and drops out of
+  the group advantages). The old booleans still load: true = batch, false = none.
 Metrics that are logged but not rewarded (``log_metrics``) are computed on the
 same call, so reward hacking (one metric up, the others down) shows in the logs.
 NaN rewards (e.g. SPK of an all-zero output) are replaced by the batch minimum of
@@ -17,7 +19,7 @@ can be rewarded or logged; its default scale is declared with the metric.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from flowse.utils.log import get_logger
 logger = get_logger(__name__)
 
 STD_EPS = 1e-8
+STD_MODES = ("batch", "frozen", "none")
 
 
 @dataclass
@@ -46,11 +49,15 @@ class RewardConfig:
     metrics: list[str] = field(default_factory=lambda: ["OVRL"])
     weights: list[float] = field(default_factory=lambda: [1.0])
     scales: dict[str, float] = field(default_factory=dict)
-    std_normalize: bool = True
+    std_normalize: Literal["batch", "frozen", "none"] | bool = "batch"
     log_metrics: list[str] = field(default_factory=lambda: ["OVRL", "SIG", "BAK", "SPK", "SBS"])
     models: ScoreModelsConfig = field(default_factory=ScoreModelsConfig)
 
     def __post_init__(self):
+        if isinstance(self.std_normalize, bool):
+            self.std_normalize = "batch" if self.std_normalize else "none"
+        check(self.std_normalize in STD_MODES,
+              f"reward.std_normalize: {self.std_normalize!r} is not allowed; choose one of {list(STD_MODES)}")
         check(len(self.metrics) > 0, "reward.metrics: at least one metric is needed")
         check_outputs(self.metrics, "reward.metrics")
         check_outputs(self.log_metrics, "reward.log_metrics")
@@ -137,11 +144,10 @@ class RewardModel:
             return self.suite.compute(est_l, None, [m for m in self.metrics if not needs_ref(m)]).values
         return self.suite.compute(est_l, ref_l).values
 
-    def reward(self, metrics: dict[str, np.ndarray]) -> np.ndarray:
-        """Reward per item (float64 ``[B]``) from ``compute``'s output (see module doc)."""
-        total = None
-        multi = len(self.cfg.metrics) > 1
-        for m, w in zip(self.cfg.metrics, self.cfg.weights):
+    def rewarded_values(self, metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``s_i m_i`` per rewarded metric (float64 ``[B]``); undefined values get the batch minimum."""
+        out = {}
+        for m in self.cfg.metrics:
             if m not in metrics:
                 raise KeyError(f"reward metric {m} missing from the metrics given ({sorted(metrics)})")
             v = self.cfg.scale(m) * np.asarray(metrics[m], dtype=np.float64)
@@ -151,13 +157,40 @@ class RewardModel:
                 logger.warning("%d of %d %s values are undefined: rewarded as the batch minimum %.4f",
                                int(bad.sum()), v.size, m, fill)
                 v = np.where(bad, fill, v)
-            if multi and self.cfg.std_normalize:
-                std = float(np.std(v))
-                if std > STD_EPS:
-                    v = v / std
-            total = w * v if total is None else total + w * v
-        return total
+            out[m] = v
+        return out
+
+    def reward(self, metrics: dict[str, np.ndarray], stds: dict[str, float] | None = None) -> np.ndarray:
+        """Reward per item (float64 ``[B]``) from ``compute``'s output (see module doc).
+
+        ``stds``: the std of each rewarded ``s_i m_i`` to divide by (``frozen``; any mode but ``none``
+        may pass them); None: the batch std (``batch``); an error for ``frozen``.
+        """
+        return normalised_reward(self.rewarded_values(metrics), dict(zip(self.cfg.metrics, self.cfg.weights)),
+                                 self.cfg.std_normalize, stds)
 
     def __call__(self, est, ref=None, lengths=None, ref_lengths=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         metrics = self.compute(est, ref, lengths, ref_lengths)
         return self.reward(metrics), metrics
+
+
+def normalised_reward(values: dict[str, np.ndarray], weights: dict[str, float], mode: str,
+                      stds: dict[str, float] | None = None) -> np.ndarray:
+    """``sum_i w_i v_i / std_i`` (float64 ``[B]``) of the rewarded values ``v_i = s_i m_i``.
+
+    ``mode`` (``std_normalize``): ``none``, or a single metric: not divided; ``stds`` given: those;
+    else ``batch``: the std over the items of ``values``, ``frozen``: an error (the stds must be given).
+    A std <= ``STD_EPS`` does not divide.
+    """
+    if len(values) == 1 or mode == "none":
+        stds = None
+    elif stds is None:
+        if mode == "frozen":
+            raise ValueError("reward.std_normalize frozen: the frozen stds must be given")
+        stds = {m: float(np.std(v)) for m, v in values.items()}
+    total = None
+    for m, v in values.items():
+        std = stds[m] if stds is not None else 0.0
+        term = weights[m] * (v / std if std > STD_EPS else v)
+        total = term if total is None else total + term
+    return total

@@ -29,10 +29,14 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], 
 
 
 def window_steps(nfe: int, start: int, size: int) -> list[int]:
-    """0-based indices of the SDE steps: 1-based ``start`` .. ``start + size - 1``, clipped to ``nfe``."""
-    if not 1 <= start <= nfe:
-        raise ValueError(f"window start {start} outside 1..{nfe}")
-    return list(range(start - 1, min(start - 1 + size, nfe)))
+    """0-based indices of the SDE steps: 1-based ``start`` .. ``start + size - 1``, clipped to ``nfe - 1``.
+
+    The last step (0-based ``nfe - 1``) is never one: it stays an ODE step and is not trained (its SDE std
+    is tiny and its noise would never be denoised; Flow-GRPO leaves it out too).
+    """
+    if not 1 <= start < nfe:
+        raise ValueError(f"window start {start} outside 1..{nfe - 1} (the last of {nfe} steps is an ODE step)")
+    return list(range(start - 1, min(start - 1 + size, nfe - 1)))
 
 
 @dataclass

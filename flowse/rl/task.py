@@ -1,14 +1,20 @@
 """GRPO post-training (paper Sec. 2.2-3.2) as a task of the training frame: one unit of work is one
 iteration, a collection (``flowse.rl.collect``) then ``updates_per_iter`` LoRA updates
 (``flowse.rl.update``); the held-out evaluation (``flowse.rl.evaluate``) runs at step 0 (the base
-model), every ``train.eval_interval`` steps and at the end. Checkpoints hold the adapter, the
-optimizer, the scheduler and the iteration count (the frame adds the RNG states).
+model), every ``train.eval_interval`` steps and at the end; each evaluation keeps that step's LoRA
+weights (``lora/step_<n>.pt``) and logs the step the guarded export (``flowse.rl.export``) would
+choose so far. Checkpoints hold the adapter, the optimizer, the scheduler and the iteration count
+(the frame adds the RNG states). ``reward.std_normalize: frozen``: the stds measured on the first
+collection are written to ``<exp_dir>/reward_std.json`` (rank 0, atomically; every rank measured
+the same values) and read back by a resumed run, which never measures them again.
 
 Counting: ``train.max_steps`` counts optimizer steps; an iteration takes ``updates_per_iter`` of
 them (fewer when too few transitions were kept; none when every group had zero reward std).
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import numpy as np
@@ -17,6 +23,7 @@ import torch
 from flowse.rl.collect import Collector
 from flowse.rl.config import GRPOConfig
 from flowse.rl.evaluate import HeldOutEval
+from flowse.rl.export import choose_step, save_step_lora
 from flowse.rl.lora import apply_lora, has_lora, load_lora_state_dict, lora_parameters, lora_state_dict
 from flowse.rl.prompts import PromptSet
 from flowse.rl.reward_fn import RewardFn
@@ -25,11 +32,13 @@ from flowse.train.schedule import make_optimizer, make_scheduler
 from flowse.train.task import StepOutput, TrainTask
 from flowse.train.trainer import Trainer
 from flowse.utils.distributed import DistInfo, all_gather_object
+from flowse.utils.fileio import write_json
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
 
 MAX_EMPTY_ITERATIONS = 20
+FROZEN_STD_FILE = "reward_std.json"
 
 
 class _Adapter:
@@ -88,6 +97,24 @@ class GRPOTask(TrainTask):
         return {"lora": _Adapter(self.model), "optimizer": self.optimizer, "scheduler": self.scheduler,
                 "progress": self.progress}
 
+    def begin(self, trainer: Trainer) -> None:
+        """A resumed run with frozen normalisation reads the stds of its first collection back."""
+        if self.cfg.reward.std_normalize != "frozen" or trainer.step == 0 or trainer.exp_dir is None:
+            return
+        path = os.path.join(trainer.exp_dir, FROZEN_STD_FILE)
+        if not os.path.exists(path):
+            raise RuntimeError(f"{path} not found: a run with reward.std_normalize frozen resumed at step "
+                               f"{trainer.step} needs the stds measured on its first iteration (start afresh "
+                               "with --resume false)")
+        with open(path, encoding="utf-8") as f:
+            stds = json.load(f)["stds"]
+        self.collector.frozen_stds = {m: float(v) for m, v in stds.items()}
+
+    def _store_frozen_stds(self, trainer: Trainer, iteration: int) -> None:
+        if trainer.exp_dir is not None and self.dist.is_main:
+            write_json(os.path.join(trainer.exp_dir, FROZEN_STD_FILE),
+                       {"iteration": iteration, "stds": self.collector.frozen_stds})
+
     def policy_gradient(self, iteration: int) -> torch.Tensor:
         """The policy gradient of ``iteration``'s collection at the current parameters (``PolicyUpdate``)."""
         return self.update.policy_gradient(self.collector.collect(iteration))
@@ -97,7 +124,10 @@ class GRPOTask(TrainTask):
         it = self.progress.iteration
         ro = self.cfg.rollout
         t_start = time.perf_counter()
+        unfrozen = self.collector.frozen_stds is None
         col = self.collector.collect(it)
+        if unfrozen and self.collector.frozen_stds is not None:
+            self._store_frozen_stds(trainer, it)
         self.last_collection = col
         t_up = time.perf_counter()
         taken, upd = self.update.run(col, self.cfg.train.max_steps - trainer.step)
@@ -119,6 +149,8 @@ class GRPOTask(TrainTask):
             "iteration": it, "step": trainer.step + taken, "lr": self.scheduler.get_last_lr()[0],
             "reward_mean": float(col.rewards.mean()), "reward_std": float(col.rewards.std()),
             **{f"train/{k}": float(np.nanmean(v)) for k, v in col.metrics.items()},
+            **{f"std/{m}": sd for m, (sd, _) in col.spread.items()},
+            **{f"within/{m}": share for m, (_, share) in col.spread.items()},
             "zero_std_frac": col.adv.zero_std_fraction, "zero_std_groups": col.adv.num_zero_std,
             "groups": col.adv.num_groups, "group_reward_std": col.adv.group_std_mean,
             "candidates": int(len(col.rewards)),
@@ -136,11 +168,13 @@ class GRPOTask(TrainTask):
     def log_rows(self, trainer: Trainer, stats: list[dict], elapsed: float) -> list[dict]:
         for rec in stats:
             metric_txt = " ".join(f"{k[6:]}={v:.4f}" for k, v in rec.items() if k.startswith("train/"))
+            spread_txt = " ".join(f"{k[4:]} {v:.4g} ({100 * rec.get('within/' + k[4:], float('nan')):.0f}% within)"
+                                  for k, v in rec.items() if k.startswith("std/"))
             logger.info(
-                "iter %d step %d: reward %.4f +- %.4f | %s | kl %.3e ratio %.6f [%.6f, %.6f] clip %.3f "
+                "iter %d step %d: reward %.4f +- %.4f | %s | std %s | kl %.3e ratio %.6f [%.6f, %.6f] clip %.3f "
                 "onpolicy|r-1| %.1e zero-std groups %d/%d | time rollout %.1fs vocoder %.1fs reward %.1fs "
                 "update %.1fs (%.2f samples/s)",
-                rec["iteration"], rec["step"], rec["reward_mean"], rec["reward_std"], metric_txt,
+                rec["iteration"], rec["step"], rec["reward_mean"], rec["reward_std"], metric_txt, spread_txt,
                 rec.get("kl", float("nan")), rec.get("ratio_mean", float("nan")), rec.get("ratio_min", float("nan")),
                 rec.get("ratio_max", float("nan")), rec.get("clip_frac", float("nan")),
                 rec.get("onpolicy_ratio_dev", float("nan")), rec["zero_std_groups"], rec["groups"],
@@ -148,7 +182,19 @@ class GRPOTask(TrainTask):
         return stats
 
     def evaluate(self, trainer: Trainer) -> dict:
-        return self.held_out.evaluate(trainer.step) if self.held_out is not None else {}
+        """The held-out row of this step (with per-utterance values), its LoRA kept for the export, and the
+        step the guarded export would choose now (``guarded_step``)."""
+        if self.held_out is None:
+            return {}
+        rec = self.held_out.evaluate(trainer.step)
+        if trainer.exp_dir is not None and self.dist.is_main:
+            save_step_lora(trainer.exp_dir, trainer.step, lora_state_dict(self.model))
+        rows = [r for r in trainer.eval_history if r["step"] != trainer.step] + [{"step": trainer.step, **rec}]
+        if any(r["step"] == 0 for r in rows):
+            choice = choose_step(rows, self.collector.reward_fn, self.cfg.export)
+            rec["guarded_step"] = choice["step"]
+            logger.info("guarded export so far: step %d", choice["step"])
+        return rec
 
     def plot(self, exp_dir: str, history: list[dict], eval_history: list[dict]) -> None:
         from flowse.rl.plot import plot_curves

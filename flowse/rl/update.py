@@ -1,10 +1,13 @@
 """GRPO policy update (paper Eq. 9): transition list, micro-batch accumulation, all-reduce, optimizer steps.
 
 The SDE transitions ``(round, candidate, window step)`` of the kept candidates are shuffled
-(seeded) and split into exactly ``updates_per_iter`` optimizer steps; each step averages Eq. 9
-over its transitions, evaluated in micro-batches of ``train_batch_size`` transitions whose
-per-transition losses are summed with weight 1 / (transitions of the step over all ranks).
-So the gradient accumulation is derived from the counts: one optimizer step per
+(seeded) and split into exactly ``updates_per_iter`` optimizer steps. Eq. 9 weighs each
+candidate by ``1 / |S|``, its own number of window steps: a candidate's loss is the mean over
+its window steps, then candidates are averaged (a candidate of a round with 9 window steps
+weighs as much as one with 6). So a transition of round r has weight ``1 / |S_r|``, and each
+optimizer step normalises the weights of its transitions (over all ranks) to sum to 1; with
+equal windows this is the plain mean over the step's transitions. Transitions are evaluated
+in micro-batches of ``train_batch_size``. So the gradient accumulation is derived from the counts: one optimizer step per
 ``ceil(kept transitions / updates_per_iter / train_batch_size)`` micro-batches (paper:
 720 candidates x 2 window steps / 4 updates / 12 = 30 micro-batches per step).
 
@@ -59,24 +62,28 @@ class PolicyUpdate:
             p.grad = flat[off : off + n].view_as(p).clone()
             off += n
 
-    def transition_list(self, iteration: int, keep_all: np.ndarray) -> list[Transition]:
-        """The kept transitions of an iteration, the same on every rank."""
+    def transition_list(self, iteration: int, keep_all: np.ndarray) -> tuple[list[Transition], np.ndarray]:
+        """The kept transitions of an iteration and their Eq. 9 weights ``1 / |S_r|`` (float64), the same on
+        every rank."""
         ro = self.cfg.rollout
         n_cand = ro.prompts_per_round * ro.group_size
         gl: list[Transition] = []
+        weights: list[float] = []
         for r in range(ro.rounds_per_iter):
             _, window = self.collector.round_schedule(iteration, r)
             for c in range(n_cand):
                 if keep_all[r * n_cand + c]:
                     gl += [(r, c, j) for j in range(len(window))]
-        return gl
+                    weights += [1.0 / len(window)] * len(window)
+        return gl, np.asarray(weights, dtype=np.float64)
 
-    def accumulate(self, own: list[Transition], mine: dict[int, Round], adv_all: np.ndarray, n_u: int,
+    def accumulate(self, own: list[Transition], own_w: list[float], mine: dict[int, Round], adv_all: np.ndarray,
                    sums: dict | None = None) -> tuple[float, float, float]:
-        """Backward of Eq. 9 over this rank's transitions ``own`` of an update of ``n_u`` (all ranks) transitions.
+        """Backward of Eq. 9 over this rank's transitions ``own`` with their weights ``own_w`` (the update's
+        weights over all ranks sum to 1).
 
-        Adds the gradient (weight ``1 / n_u`` per transition) to ``.grad`` (summed over ranks) and, when
-        given, the loss terms to ``sums``; returns (min ratio, max ratio, max |ratio - 1|).
+        Adds the gradient to ``.grad`` (summed over ranks) and, when given, the loss terms to ``sums``
+        (unweighted, per transition); returns (min ratio, max ratio, max |ratio - 1|).
         """
         ro, tc = self.cfg.rollout, self.cfg.train
         velocity, model = self.collector.velocity, self.collector.model
@@ -85,6 +92,7 @@ class PolicyUpdate:
         rmin, rmax, dev = math.inf, -math.inf, 0.0
         for s in range(0, len(own), tc.train_batch_size):
             items = own[s : s + tc.train_batch_size]
+            w = torch.tensor(own_w[s : s + tc.train_batch_size], dtype=torch.float32, device=self.device)
             # rollout transitions are stored step-major: row = j * candidates + c
             tr = Transitions.cat([mine[r].tr.index(torch.tensor([j * n_cand + c], device=self.device))
                                   for r, c, j in items])
@@ -99,7 +107,7 @@ class PolicyUpdate:
                     _, mean_ref, _ = transition_log_prob(velocity, tr, cond, mask, ro.noise_level)
                 kl = gaussian_kl_equal_std(mean, mean_ref, std, mask)
             terms = grpo_loss(logp, tr.log_prob, adv, tc.clip_range, kl, tc.beta)
-            (terms.loss.sum() / n_u).backward()
+            (terms.loss * w).sum().backward()
             sums["ratio"] += float(terms.ratio.sum())
             sums["clip"] += float(terms.clipped.float().sum())
             sums["kl"] += float(terms.kl.sum())
@@ -117,7 +125,7 @@ class PolicyUpdate:
         """Exactly ``updates_per_iter`` optimizer steps on ``col`` (fewer when too few transitions were kept
         or only ``steps_left`` remain); returns (optimizer steps taken, logged stats)."""
         tc = self.cfg.train
-        gl = self.transition_list(col.iteration, col.adv.keep)
+        gl, weights = self.transition_list(col.iteration, col.adv.keep)
         n_updates = min(tc.updates_per_iter, len(gl))
         stats = {"transitions": len(gl), "updates": n_updates}
         if n_updates == 0:
@@ -132,9 +140,11 @@ class PolicyUpdate:
         for u, chunk in enumerate(chunks):
             if taken >= steps_left:
                 break
-            own = [gl[i] for i in chunk if gl[i][0] in mine]
+            own = [i for i in chunk if gl[i][0] in mine]
+            total = float(weights[chunk].sum())
             self.optimizer.zero_grad(set_to_none=True)
-            lo, hi, dev = self.accumulate(own, mine, col.adv.values, len(chunk), sums)
+            lo, hi, dev = self.accumulate([gl[i] for i in own], [weights[i] / total for i in own], mine,
+                                          col.adv.values, sums)
             rmin, rmax = min(rmin, lo), max(rmax, hi)
             if u == 0:
                 onpolicy_dev = dev
@@ -163,13 +173,15 @@ class PolicyUpdate:
         plain policy-gradient estimate ``-mean(A grad log p)`` that one update of a whole iteration
         would follow. ``flowse.rl.snr`` compares such estimates of independent iterations.
         """
-        gl = self.transition_list(col.iteration, col.adv.keep)
+        gl, weights = self.transition_list(col.iteration, col.adv.keep)
         for p in self.params:
             p.grad = None
         if not gl:
             return torch.zeros(sum(p.numel() for p in self.params))
         mine = {rd.index: rd for rd in col.rounds}
-        self.accumulate([t for t in gl if t[0] in mine], mine, col.adv.values, len(gl))
+        own = [i for i, t in enumerate(gl) if t[0] in mine]
+        total = float(weights.sum())
+        self.accumulate([gl[i] for i in own], [weights[i] / total for i in own], mine, col.adv.values)
         grad = torch.cat([p.grad.detach().flatten() for p in self.params]).float().cpu()
         for p in self.params:
             p.grad = None
