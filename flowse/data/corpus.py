@@ -2,7 +2,9 @@
 
 ``corpus.yaml`` has a shared ``seed``, the synthetic-RIR section ``rir`` (used by
 the mini corpus, and by dns2020 when no ``rir_dirs`` are given), and one section
-per corpus (``mini``, ``dns2020``); ``--corpus`` picks the section that is used.
+per corpus (``mini``, ``dns2020``); ``--corpus`` picks the section that is used. With the mini
+corpus, ``real_speech`` names the dir of real recordings for the test set ``test_real_speech``
+(``corpus_real``).
 Stage 0 lists audio files, each at its own rate (the mini corpus writes 16 kHz, DNS files are
 what they are); stage 1 resamples every source to its ``sample_rate`` on reading.
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 from flowse.data.corpus_dns import DnsConfig, prepare_dns
 from flowse.data.corpus_mini import MiniConfig, prepare_mini, synth_rir_lists
+from flowse.data.corpus_real import RealSpeechConfig
 from flowse.data.rir import RirSynthConfig
 
 CORPORA = ("mini", "dns2020")
@@ -24,6 +27,7 @@ class CorpusConfig:
     rir: RirSynthConfig = field(default_factory=RirSynthConfig)
     mini: MiniConfig = field(default_factory=MiniConfig)
     dns2020: DnsConfig = field(default_factory=DnsConfig)
+    real_speech: RealSpeechConfig = field(default_factory=RealSpeechConfig)
 
 
 def prepare_corpus(

@@ -1,8 +1,8 @@
 """Stage 1: noisy/reverberant mixtures from the stage-0 lists, written as Kaldi data dirs.
 
 For each set in ``simulate.yaml`` (``sets: {name: {...}}``) the clean utterances of
-``<local_dir>/<split>_clean.scp`` are mixed with noises of ``noise_<split>.scp``
-and, with probability ``reverb_prob``, convolved with a RIR of ``rir_<split>.scp``
+``<local_dir>/<split>_clean.scp`` (or of another stage-0 list, ``clean``: the real speech of
+``corpus_real``) are mixed with noises of ``noise_<split>.scp`` and, with probability ``reverb_prob``, convolved with a RIR of ``rir_<split>.scp``
 (see ``mixing`` and ``rir`` for the maths). Every random draw of an utterance comes
 from a generator keyed by (seed, set, utterance), so the output does not depend on
 ``--nj``. Bad source audio (unreadable, empty, zeros, NaN, too short) is skipped
@@ -10,7 +10,8 @@ with one warning line naming the file; a bad noise or RIR is replaced by another
 draw. Outputs per set: ``wav.scp`` (noisy), ``spk1.scp`` (target), ``noise1.scp``
 (the additive noise: ``noisy == speech + noise1`` exactly, ``speech`` being the
 reverberant speech for reverberant utterances), ``utt2spk``, ``spk2utt``,
-``utt2dur``, ``utt2info``, ``sample_rate``; audio in float32 ark files under
+``utt2dur``, ``utt2info``, ``sample_rate``, ``text`` (the transcripts stage 0 has), ``SOURCES``
+(for an extra clean list); audio in float32 ark files under
 ``<set>/split<nj>/<k>/``, at the configured ``sample_rate`` (sources at other rates, the
 stage-0 audio files, noises and RIRs, are resampled to it on reading).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,13 +29,13 @@ from typing import Literal
 import numpy as np
 
 from flowse.features.audio import SAMPLE_RATE, AudioError
-from flowse.data.datadir import write_data_dir, write_sample_rate
+from flowse.data.datadir import read_utt2info, write_data_dir, write_sample_rate
 from flowse.data.kaldi import ark_writers, load_audio
 from flowse.data.mixing import fit_noise, mix, random_segment, rms
 from flowse.data.rir import load_rir, reverberate, schroeder_rt60, target_rir
 from flowse.utils import jobdirs
 from flowse.utils.config import check
-from flowse.utils.fileio import c_sorted, read_kv, write_json
+from flowse.utils.fileio import c_sorted, read_kv, write_json, write_kv
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
@@ -45,6 +47,9 @@ WORKER = "flowse.data.simulate:simulate_job"
 @dataclass
 class SetConfig:
     split: Literal["train", "valid", "test"]  # which stage-0 lists (clean, noise, rir) the set draws from
+    # Another stage-0 clean list, <clean>_clean.scp with <clean>_utt2spk (e.g. real_speech), instead of the
+    # split's; noises and RIRs still come from the split. The set is skipped when stage 0 made no such list.
+    clean: str | None = None
     num_utts: int = 0  # 0: one mixture per clean utterance; more: clean utterances reused ("<utt>-<k>" ids)
     clean_part: tuple[int, int] = (1, 1)  # (k, n): every n-th sorted clean utterance from the k-th (talkers shared)
     snr_range: tuple[float, float] = (0.0, 40.0)  # dB, uniform
@@ -93,27 +98,41 @@ def _global(cfg: SimulateConfig) -> dict:
     return {k: v for k, v in _plain(cfg).items() if k != "sets"}
 
 
-def set_sources(local_dir: str, split: str) -> dict[str, str]:
+def set_sources(local_dir: str, split: str, clean: str | None = None) -> dict[str, str]:
     d = os.path.abspath(local_dir)
     return {
-        "clean_scp": os.path.join(d, f"{split}_clean.scp"),
-        "utt2spk": os.path.join(d, "utt2spk"),
+        "clean_scp": os.path.join(d, f"{clean or split}_clean.scp"),
+        "utt2spk": os.path.join(d, f"{clean}_utt2spk" if clean else "utt2spk"),
         "noise_scp": os.path.join(d, f"noise_{split}.scp"),
         "rir_scp": os.path.join(d, f"rir_{split}.scp"),
         "rir_info": os.path.join(d, "rir_info"),
     }
 
 
+def _sources(local_dir: str, sc: SetConfig) -> dict[str, str]:
+    return set_sources(local_dir, sc.split, sc.clean)
+
+
+def has_sources(cfg: SimulateConfig, name: str, local_dir: str) -> bool:
+    """False for a set with an extra ``clean`` list that stage 0 did not make (sets of a split: always True)."""
+    sc = cfg.sets[name]
+    return sc.clean is None or os.path.exists(_sources(local_dir, sc)["clean_scp"])
+
+
 def set_inputs(cfg: SimulateConfig, name: str, local_dir: str) -> tuple[dict, list[str]]:
-    """What a finished set depends on: its config (the set's and the global keys) and the stage-0 lists."""
-    src = set_sources(local_dir, cfg.sets[name].split)
-    return {"set": _plain(cfg.sets[name]), "global": _global(cfg)}, list(src.values())
+    """What a finished set depends on: its config (the set's and the global keys) and the stage-0 lists.
+
+    A set without an extra ``clean`` list is keyed without that key, as before the key existed.
+    """
+    sc = cfg.sets[name]
+    plain = {k: v for k, v in _plain(sc).items() if k != "clean" or v is not None}
+    return {"set": plain, "global": _global(cfg)}, list(_sources(local_dir, sc).values())
 
 
 def plan_set(cfg: SimulateConfig, name: str, local_dir: str) -> tuple[list[dict], dict]:
     """(items, context) of the split jobs of set ``name``; errors name a missing list or key mismatch."""
     sc = cfg.sets[name]
-    src = set_sources(local_dir, sc.split)
+    src = _sources(local_dir, sc)
     for key in ("clean_scp", "noise_scp"):
         if not os.path.exists(src[key]):
             raise FileNotFoundError(f"set {name}: {src[key]} not found (run stage 0 first)")
@@ -259,6 +278,20 @@ def merge_set(job_dirs: list[str], set_dir: str, sr: int = SAMPLE_RATE) -> dict:
     return {"utterances": n, "skipped": skipped, "seconds": seconds}
 
 
+def write_text_and_sources(set_dir: str, local_dir: str, sc: SetConfig) -> None:
+    """The set's ``text`` (transcripts of the utterances that have one, for a WER metric; keys follow
+    ``utt2info``'s ``clean``) and, for an extra ``clean`` list, its ``SOURCES`` (origin and licences)."""
+    d = os.path.abspath(local_dir)
+    text_path = os.path.join(d, f"{sc.clean}_text" if sc.clean else "text")
+    if os.path.exists(text_path):
+        text = read_kv(text_path)
+        info = read_utt2info(os.path.join(set_dir, "utt2info"))
+        write_kv(os.path.join(set_dir, "text"), {u: text[i["clean"]] for u, i in info.items() if i["clean"] in text})
+    sources = os.path.join(d, f"{sc.clean}_SOURCES")
+    if sc.clean and os.path.exists(sources):
+        shutil.copyfile(sources, os.path.join(set_dir, "SOURCES"))
+
+
 def simulate_sets(cfg: SimulateConfig, names: list[str], local_dir: str, data_dir: str, nj: int = 1, cmd: str = "local") -> dict[str, dict]:
     """Simulate sets ``names`` into ``data_dir/<name>`` with one round of ``nj`` jobs; returns counts per set."""
     start = time.time()
@@ -268,6 +301,8 @@ def simulate_sets(cfg: SimulateConfig, names: list[str], local_dir: str, data_di
         splits.append((WORKER, items, ctx, os.path.join(data_dir, name)))
     all_dirs = jobdirs.run_splits(splits, nj, os.path.join(data_dir, "log"), STEP, cmd)
     out = {name: merge_set(dirs, os.path.join(data_dir, name), cfg.sample_rate) for name, dirs in zip(names, all_dirs)}
+    for name in names:
+        write_text_and_sources(os.path.join(data_dir, name), local_dir, cfg.sets[name])
     wall = time.time() - start
     for counts in out.values():
         counts["wall_seconds"] = wall
