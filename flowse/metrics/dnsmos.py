@@ -24,10 +24,7 @@ default); ``flowse.bench.metrics`` measures it and the speed against the referen
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import site
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -38,6 +35,7 @@ from flowse.metrics.dnsmos_trunk import INPUT_LENGTH, P808_FRAMES, SR, WINDOW, S
 from flowse.metrics.melspec import PowerMelSpectrogram
 from flowse.metrics.registry import Metric, Output
 from flowse.utils.config import check
+from flowse.utils.packages import find_package_file
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
@@ -77,19 +75,9 @@ class DnsmosConfig:
 
 def speechmos_model_dir() -> str:
     """``dnsmos_models/`` of the installed ``speechmos`` wheel, located without importing it."""
-    candidates = []
-    try:
-        spec = importlib.util.find_spec("speechmos")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        candidates += list(spec.submodule_search_locations)
-    for d in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
-        candidates.append(os.path.join(d, "speechmos"))
-    for c in candidates:
-        d = os.path.join(c, "dnsmos_models")
-        if os.path.isfile(os.path.join(d, "sig_bak_ovr.onnx")):
-            return d
+    found = find_package_file("speechmos", os.path.join("dnsmos_models", "sig_bak_ovr.onnx"))
+    if found:
+        return os.path.dirname(found)
     raise FileNotFoundError(
         "DNSMOS models not found: install the speechmos wheel (pip install speechmos==0.0.1.1 --no-deps) "
         "or set dnsmos.model_dir to a folder with sig_bak_ovr.onnx and model_v8.onnx"

@@ -22,11 +22,8 @@ Alternative: any ONNX speaker model (``speaker.onnx_path``), e.g. CosyVoice's
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import site
 import struct
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -38,6 +35,7 @@ from flowse.metrics.melspec import PowerMelSpectrogram
 from flowse.metrics.registry import Metric, Output, Scores
 from flowse.utils.config import check
 from flowse.utils.log import get_logger
+from flowse.utils.packages import find_package_file
 
 logger = get_logger(__name__)
 
@@ -79,19 +77,9 @@ class SpeakerConfig:
 
 def resemblyzer_weights_path() -> str:
     """``pretrained.pt`` of the installed Resemblyzer wheel, located without importing it (it imports librosa)."""
-    candidates = []
-    try:
-        spec = importlib.util.find_spec("resemblyzer")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        candidates += list(spec.submodule_search_locations)
-    for d in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
-        candidates.append(os.path.join(d, "resemblyzer"))
-    for c in candidates:
-        p = os.path.join(c, "pretrained.pt")
-        if os.path.isfile(p):
-            return p
+    found = find_package_file("resemblyzer", "pretrained.pt")
+    if found:
+        return found
     raise FileNotFoundError(
         "Resemblyzer weights not found: pip install Resemblyzer --no-deps, or set speaker.resemblyzer_weights "
         "to a GE2E pretrained.pt, or speaker.onnx_path to an ONNX speaker model"

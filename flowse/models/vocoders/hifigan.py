@@ -2,17 +2,15 @@
 
 Layer names follow jik876's ``models.py`` so that its generator checkpoints
 (``{"generator": state_dict}`` with weight-norm ``weight_g`` / ``weight_v`` names) load.
-Weight norm is a parametrization here (``parametrizations.weight.original0/1``);
-``to_standard_state_dict`` / ``from_standard_state_dict`` convert names both ways.
+Weight norm is a parametrization here (``parametrizations.weight.original0/1``); the
+jik876 checkpoint and config.json IO is ``flowse.models.vocoders.hifigan_io``.
 The generator input is the mel ``[B, n_mels, T]`` (channels first), its output
 ``[B, 1, T * prod(upsample_rates)]`` in [-1, 1].
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +21,7 @@ from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 from flowse.features.mel import MelConfig
 from flowse.models.vocoders.base import WEIGHTS_FILE, Vocoder
 from flowse.models.vocoders.config import HiFiGANConfig
+from flowse.models.vocoders.hifigan_io import find_pretrained, load_generator_state, read_standard_config
 
 LRELU_SLOPE = 0.1
 
@@ -122,105 +121,6 @@ class Generator(nn.Module):
         return parametrize.is_parametrized(self.conv_pre, "weight")
 
 
-_WN_G = ".parametrizations.weight.original0"
-_WN_V = ".parametrizations.weight.original1"
-
-
-def to_standard_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Parametrization names -> jik876 names (``weight_g``, ``weight_v``)."""
-    out = {}
-    for k, v in sd.items():
-        k = k.replace(_WN_G, ".weight_g").replace(_WN_V, ".weight_v")
-        out[k] = v
-    return out
-
-
-def from_standard_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """jik876 names -> parametrization names (plain ``weight`` keys, weight norm removed, pass through)."""
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(".weight_g"):
-            k = k[: -len(".weight_g")] + _WN_G
-        elif k.endswith(".weight_v"):
-            k = k[: -len(".weight_v")] + _WN_V
-        out[k] = v
-    return out
-
-
-def load_generator_state(gen: Generator, state: dict, source: str) -> None:
-    """Load a generator state dict in either naming (weight-norm or plain weights) into ``gen``.
-
-    Raises ``ValueError`` naming ``source`` and the offending tensors on any mismatch.
-    """
-    sd = state.get("generator", state) if isinstance(state, dict) else state
-    if not isinstance(sd, dict) or not sd:
-        raise ValueError(f"{source}: no generator state dict (expected {{'generator': state_dict}})")
-    plain = not any(k.endswith(".weight_g") or k.endswith(_WN_G) for k in sd)
-    if plain and gen.has_weight_norm:
-        gen.remove_weight_norm()
-    sd = from_standard_state_dict(sd)
-    own = gen.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shape = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shape:
-        raise ValueError(
-            f"{source}: generator checkpoint does not match the configured HiFi-GAN "
-            f"(missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}, "
-            f"shape mismatch {shape[:4]}); check the hifigan section / config.json and n_mels"
-        )
-    gen.load_state_dict(sd)
-
-
-# jik876 config.json key -> MelConfig field
-_JIK_MEL_KEYS = {
-    "sampling_rate": "sample_rate", "n_fft": "n_fft", "hop_size": "hop_length", "win_size": "win_length",
-    "num_mels": "n_mels", "fmin": "fmin", "fmax": "fmax",
-}
-
-
-def read_standard_config(path: str, mel_cfg: MelConfig) -> HiFiGANConfig:
-    """Read a jik876 ``config.json``: check its mel settings against ``mel_cfg``, return the generator config.
-
-    Raises ``ValueError`` listing every mel setting that differs (such a checkpoint would
-    turn our mel into wrong audio).
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            h = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read HiFi-GAN config {path}: {e}") from None
-    missing = [jk for jk in _JIK_MEL_KEYS if jk not in h]
-    if missing:
-        raise ValueError(f"{path}: no {missing} in this HiFi-GAN config; its mel settings cannot be checked "
-                         "against dump/mel.yaml (add them as in jik876's config_v1.json)")
-    diffs = []
-    for jk, mk in _JIK_MEL_KEYS.items():
-        theirs, ours = h[jk], getattr(mel_cfg, mk)
-        if theirs is None and mk == "fmax":
-            theirs = mel_cfg.sample_rate / 2
-        if float(theirs) != float(ours):
-            diffs.append(f"{jk}={theirs} (ours {mk}={ours})")
-    if diffs:
-        raise ValueError(f"{path}: the checkpoint's mel config does not match dump/mel.yaml: " + ", ".join(diffs))
-    names = {f.name for f in fields(HiFiGANConfig)}
-    kw = {k: h[k] for k in names if k in h}
-    if "resblock" in kw:
-        kw["resblock"] = str(kw["resblock"])
-    return HiFiGANConfig(**kw)
-
-
-def write_standard_config(path: str, cfg: HiFiGANConfig, mel_cfg: MelConfig) -> None:
-    """Write a jik876-style ``config.json`` beside an exported ``{"generator": ...}`` checkpoint."""
-    from flowse.utils.fileio import write_json
-
-    h = {f.name: getattr(cfg, f.name) for f in fields(HiFiGANConfig)}
-    h.update({jk: getattr(mel_cfg, mk) for jk, mk in _JIK_MEL_KEYS.items()})
-    write_json(path, h)
-
-
 class HiFiGANVocoder(Vocoder):
     """Inference wrapper; weight norm is removed after loading (faster, same output)."""
 
@@ -233,6 +133,19 @@ class HiFiGANVocoder(Vocoder):
         if self.generator.upsample_factor != mel_cfg.hop_length:
             raise ValueError(f"hifigan: prod(upsample_rates)={self.generator.upsample_factor} must equal the mel "
                              f"hop length {mel_cfg.hop_length}")
+
+    @classmethod
+    def from_pretrained(cls, mel_cfg: MelConfig, checkpoint: str, config: str = "",
+                        device: str | torch.device = "cpu") -> "HiFiGANVocoder":
+        """A jik876 generator checkpoint as a vocoder, its sizes from its config.json (``hifigan_io.find_pretrained``).
+
+        The config.json mel settings must equal ``mel_cfg`` (``ConfigError`` listing the differences);
+        the state dict loads strictly.
+        """
+        ckpt, config = find_pretrained(checkpoint, config)
+        voc = cls(mel_cfg, read_standard_config(config, mel_cfg))
+        voc.load_weights(ckpt)
+        return voc.to(device).eval()
 
     def load_files(self, vocoder_dir: str) -> None:
         weights = os.path.join(vocoder_dir, WEIGHTS_FILE)
@@ -387,14 +300,3 @@ def generator_loss(gen: list[torch.Tensor]) -> torch.Tensor:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def find_standard_config(checkpoint: str, explicit: str = "") -> str:
-    """The config.json for a jik876 checkpoint: ``explicit`` or ``config.json`` beside it."""
-    path = explicit or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"HiFi-GAN checkpoint {checkpoint}: no config.json found ({path}); set pretrained_config to the "
-            "checkpoint's config.json so its mel settings can be checked"
-        )
-    return path

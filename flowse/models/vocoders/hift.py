@@ -9,7 +9,7 @@ downsampled and added at every upsampling stage of a HiFi-GAN body (Snake activa
 
 The defaults are CosyVoice2-0.5B's (20,821,295 parameters in 328 tensors, 82 weight-normed
 convolutions); its released ``hift.pt`` loads with ``HiFTVocoder.load_weights`` (or
-``HiFTConfig.checkpoint``). The input is CosyVoice2's mel: ``conf/paper/mel_cosyvoice2.yaml``
+``HiFTConfig.checkpoint``). The input is CosyVoice2's mel: ``conf/paper/mel.yaml``
 (24 kHz, n_fft 1920, hop 480, fmax 8000, ``magnitude_eps`` 1e-9).
 """
 from __future__ import annotations
@@ -287,7 +287,7 @@ class HiFTVocoder(Vocoder):
         ) if ours != theirs]
         if wrong:
             raise ConfigError("hift: the mel config does not fit the HiFT generator (" + "; ".join(wrong) + "); "
-                              "CosyVoice2's hift.pt needs conf/paper/mel_cosyvoice2.yaml")
+                              "CosyVoice2's hift.pt needs conf/paper/mel.yaml")
         self.generator = HiFTGenerator(cfg)
         if cfg.checkpoint:
             self.load_weights(cfg.checkpoint)
