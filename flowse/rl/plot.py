@@ -20,9 +20,18 @@ def _grid(n: int) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
-def _save(fig, path: str) -> None:
+def _finish(fig, axes, used: int, title: str, path: str) -> str:
+    """Blank the unused panels, title the figure, write it atomically, close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+    return path
 
 
 def plot_curves(exp_dir: str, history: list[dict], eval_history: list[dict]) -> list[str]:
@@ -55,14 +64,8 @@ def plot_curves(exp_dir: str, history: list[dict], eval_history: list[dict]) -> 
             ax.set_xlabel("step", fontsize=8)
             if len(keys) > 1:
                 ax.legend(fontsize=6)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.axis("off")
-        fig.suptitle("GRPO training (means over the collected candidates)", fontsize=10)
-        fig.tight_layout()
-        path = os.path.join(exp_dir, "train_curves.png")
-        _save(fig, path)
-        plt.close(fig)
-        out.append(path)
+        out.append(_finish(fig, axes, len(panels), "GRPO training (means over the collected candidates)",
+                           os.path.join(exp_dir, "train_curves.png")))
     if eval_history:
         keys = [k for k in eval_history[-1] if k.startswith("eval/")]
         rows, cols = _grid(len(keys))
@@ -75,12 +78,6 @@ def plot_curves(exp_dir: str, history: list[dict], eval_history: list[dict]) -> 
                 ax.axvline(chosen, color="tab:green", linestyle=":", linewidth=1)
             ax.set_title(k[5:], fontsize=9)
             ax.set_xlabel("step", fontsize=8)
-        for ax in list(axes.flat)[len(keys):]:
-            ax.axis("off")
-        fig.suptitle("held-out evaluation (ODE sampler; step 0 = base model; dotted: guarded export)", fontsize=10)
-        fig.tight_layout()
-        path = os.path.join(exp_dir, "eval_curves.png")
-        _save(fig, path)
-        plt.close(fig)
-        out.append(path)
+        out.append(_finish(fig, axes, len(keys), "held-out evaluation (ODE sampler; step 0 = base model; "
+                           "dotted: guarded export)", os.path.join(exp_dir, "eval_curves.png")))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.nn.utils import parametrize
 
 from flowse.features.mel import MelConfig
 
@@ -102,3 +103,17 @@ class Vocoder(torch.nn.Module):
         wav = wav[:, :n]
         sample_mask = torch.arange(n, device=dev)[None, :] < (lengths * self.hop_length)[:, None]
         return wav * sample_mask
+
+
+class WeightNormFolding:
+    """Mixin of generators trained with weight norm (parametrizations) whose first conv is ``conv_pre``."""
+
+    def remove_weight_norm(self) -> None:
+        """Fold the weight-norm parametrizations into plain weights (same output, faster inference, ONNX export)."""
+        for m in self.modules():
+            if parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+
+    @property
+    def has_weight_norm(self) -> bool:
+        return parametrize.is_parametrized(self.conv_pre, "weight")

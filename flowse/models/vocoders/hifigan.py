@@ -15,11 +15,10 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from flowse.features.mel import MelConfig
-from flowse.models.vocoders.base import WEIGHTS_FILE, Vocoder
+from flowse.models.vocoders.base import WEIGHTS_FILE, Vocoder, WeightNormFolding
 from flowse.models.vocoders.config import HiFiGANConfig
 from flowse.models.vocoders.hifigan_io import find_pretrained, load_generator_state, read_standard_config
 
@@ -71,7 +70,7 @@ class ResBlock2(nn.Module):
         return x
 
 
-class Generator(nn.Module):
+class Generator(WeightNormFolding, nn.Module):
     """``mel [B, n_mels, T]`` -> ``wav [B, 1, T * prod(upsample_rates)]``."""
 
     def __init__(self, cfg: HiFiGANConfig, n_mels: int = 80):
@@ -109,16 +108,6 @@ class Generator(nn.Module):
             x = xs / self.num_kernels
         x = self.conv_post(F.leaky_relu(x))
         return torch.tanh(x)
-
-    def remove_weight_norm(self) -> None:
-        """Fold the weight-norm parametrizations into plain weights (inference, ONNX export)."""
-        for m in self.modules():
-            if parametrize.is_parametrized(m, "weight"):
-                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-
-    @property
-    def has_weight_norm(self) -> bool:
-        return parametrize.is_parametrized(self.conv_pre, "weight")
 
 
 class HiFiGANVocoder(Vocoder):

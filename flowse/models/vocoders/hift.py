@@ -21,11 +21,10 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from flowse.features.mel import MelConfig
-from flowse.models.vocoders.base import Vocoder
+from flowse.models.vocoders.base import Vocoder, WeightNormFolding
 from flowse.models.vocoders.hift_source import F0Predictor, SineSource
 from flowse.utils.config import ConfigError, check
 
@@ -112,7 +111,7 @@ class SnakeResBlock(nn.Module):
         return x
 
 
-class HiFTGenerator(nn.Module):
+class HiFTGenerator(WeightNormFolding, nn.Module):
     """``mel [B, n_mels, T]`` -> ``(wav [B, T * hop], f0 [B, T])``; parameter names as CosyVoice's ``HiFTGenerator``."""
 
     def __init__(self, cfg: HiFTConfig):
@@ -186,16 +185,6 @@ class HiFTGenerator(nn.Module):
     def forward(self, mel: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         f0 = self.f0_predictor(mel)
         return self.decode(mel, self.m_source(f0, seed)), f0
-
-    def remove_weight_norm(self) -> None:
-        """Fold the weight-norm parametrizations into plain weights (same output, faster inference)."""
-        for m in self.modules():
-            if parametrize.is_parametrized(m, "weight"):
-                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-
-    @property
-    def has_weight_norm(self) -> bool:
-        return parametrize.is_parametrized(self.conv_pre, "weight")
 
 
 _WN_G = ".parametrizations.weight.original0"
