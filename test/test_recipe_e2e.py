@@ -86,8 +86,15 @@ def test_whole_recipe_tiny_24k(tmp_path_factory):
     from flowse.data.kaldi import ScpReader
     from flowse.features.audio import resample
 
+    import torch
+
+    from flowse.models.vocoders.hift import HiFTConfig, HiFTGenerator
+
     recipe = _copy_recipe(tmp_path_factory)
-    r = _run(recipe, conf_dir="conf/tiny24k")
+    ckpt = os.path.join(recipe, "hift_random.pt")  # a random-weight HiFT stands in for CosyVoice2's hift.pt
+    torch.manual_seed(0)
+    torch.save(HiFTGenerator(HiFTConfig(base_channels=32, f0_cond_channels=32)).state_dict(), ckpt)
+    r = _run(recipe, "--vocoder_args", f"--hift.checkpoint {ckpt}", conf_dir="conf/tiny24k")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     mel = open(os.path.join(recipe, "dump", "mel.yaml")).read()
     assert "sample_rate: 24000" in mel and "hop_length: 480" in mel
@@ -105,7 +112,7 @@ def test_whole_recipe_tiny_24k(tmp_path_factory):
             assert frames[k] == n24[k] // 480 and feats[k].shape == (frames[k], 80), (s, k)
     systems = sorted(os.listdir(os.path.join(recipe, "exp")))
     assert {"noisy", "vocoder", "pretrain", "grpo"} <= {x.split("_")[0] for x in systems}, systems
-    assert all(x.endswith("tiny24k") for x in systems if x != "noisy_input"), systems
+    assert all("tiny24k" in x for x in systems if x != "noisy_input"), systems
     for system in systems:
         res = json.load(open(os.path.join(recipe, "exp", system, "results.json")))
         for t in SETS:
@@ -113,8 +120,6 @@ def test_whole_recipe_tiny_24k(tmp_path_factory):
                 assert isinstance(res[t][m], float) and math.isfinite(res[t][m]), (system, t, m, res[t][m])
             if system == "noisy_input":
                 continue
-            if system.startswith("vocoder"):  # 24 kHz Griffin-Lim of the clean mel, scored against 16 kHz: aligned
-                assert res[t]["ESTOI"] > 0.6, (t, res[t]["ESTOI"])
             scp = os.path.join(recipe, "exp", system, f"enhanced_{t}", "wav.scp")
             entries = dict(ln.split() for ln in open(scp))
             assert entries and set(entries) <= set(n24), (system, t)

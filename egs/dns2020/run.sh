@@ -34,8 +34,8 @@ help_message="Usage: $0 [options]   (stages: 0 corpus, 1 simulate, 2 mel, 3 voco
 
 log() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2; }
 # Exp tag: config dir + yaml basename + sanitized extra args, so a changed yaml or args is a new
-# exp dir: conf/mini/grpo.yaml -> mini, conf/mini/grpo_multi.yaml -> mini_multi, plus "--max_steps 40"
-# -> mini_max_steps_40.  Usage: tag_of STEP YAML ARGS
+# exp dir: conf/mini/grpo.yaml -> mini, conf/mini/grpo_multi.yaml -> mini_multi, plus "--train.max_steps 40"
+# -> mini_train.max_steps_40.  Usage: tag_of STEP YAML ARGS
 tag_of() {
   local t d; d=$(basename "$(dirname "$2")"); t=$(basename "$2" .yaml)
   if [ "$t" = "$1" ]; then t=$d; elif [ "${t#"$1"_}" != "$t" ]; then t=${d}_${t#"$1"_}; fi

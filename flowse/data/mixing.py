@@ -1,6 +1,6 @@
 """DNS-style mixing of speech and noise, without the DNS synthesizer's bugs.
 
-Procedure (DESIGN.md section 3): the SNR is measured between the speech that
+Procedure (DNS-Challenge style): the SNR is measured between the speech that
 enters the mix (reverberant when a RIR was applied) and the noise, both as
 whole-signal RMS; the noise is scaled to the requested SNR; the mix is brought to
 a target RMS level (dBFS) with one gain shared by every part; if any part would
