@@ -25,6 +25,8 @@ setup(
         "pystoi",
         "tqdm",
         "matplotlib",
+        "faster-whisper==1.2.1",  # WER/CER metric (Whisper through CTranslate2)
+        "jiwer==4.0.0",  # edit distances of WER/CER
     ],
     extras_require={
         # librosa/webrtcvad only to compare against the reference implementations

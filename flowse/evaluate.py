@@ -10,7 +10,8 @@ file per metric + summary.json, ``flowse.metrics.scoring.score_set``), then ``<s
 and ``<sys>/results.json`` (``flowse.metrics.results``). Each (system, set) step has a
 completion marker (``flowse.utils.stage``): enhancement keyed on the enhancement settings, the
 model and its vocoder and the noisy list; scoring (``score_set``) keyed on the score config and
-the enhanced and reference lists. So a rerun resumes where it stopped, a retrained model is
+the enhanced and reference lists (and the set's ``text`` of transcripts for WER, when stage 1 wrote
+one). So a rerun resumes where it stopped, a retrained model is
 enhanced again, and an edited score.yaml rescores.
 """
 from __future__ import annotations
@@ -101,8 +102,10 @@ def evaluate_system(system: str, data_dir: str, sets: list[str], score_cfg: Scor
         if not os.path.exists(est):
             raise FileNotFoundError(f"{system}: no enhanced output for {test_set} ({est}); rerun the stage that makes it")
         logger.info("scoring %s / %s", system, test_set)
+        text = os.path.join(set_dir, "text")
         score_set(est, os.path.join(system, f"scores_{test_set}"), ref=ref if os.path.exists(ref) else None,
-                  config=score_cfg, nj=nj, cmd=cmd, device=device, force=force)
+                  config=score_cfg, nj=nj, cmd=cmd, device=device, force=force,
+                  text=text if os.path.exists(text) else None)
         scored.append(test_set)
     make_results(system, scored)
     logger.info("wrote %s/RESULTS.md and results.json (%d of %d sets scored)", system, len(scored), len(sets))

@@ -44,7 +44,7 @@ def recorded(tmp_path, monkeypatch):
     write_kv(str(data / "test" / "wav.scp"), {"u1": "/n/u1.wav"})
     write_kv(str(data / "test" / "spk1.scp"), {"u1": "/c/u1.wav"})
 
-    def score_set(est, out_dir, ref=None, config=None, nj=1, cmd="local", device="cpu", force=False):
+    def score_set(est, out_dir, ref=None, config=None, nj=1, cmd="local", device="cpu", force=False, text=None):
         calls["score"].append((est, ref, list(config.metrics)))
 
     def enhance_files(enhancer, inputs, out_dir, out_sr=None):

@@ -26,7 +26,8 @@ def toy(monkeypatch):
 
 
 def test_registry_order_and_declarations():
-    assert registry.all_outputs() == ("SIG", "BAK", "OVRL", "P808", "SPK", "SBS", "PESQ", "ESTOI", "SISDR", "DMOS")
+    assert registry.all_outputs() == ("SIG", "BAK", "OVRL", "P808", "SPK", "SBS", "PESQ", "ESTOI", "SISDR", "DMOS",
+                                      "WER", "CER", "REF_WORDS", "REF_CHARS")
     assert registry.expand_metrics("sisdr, dnsmos,SPK") == ["SIG", "BAK", "OVRL", "P808", "SPK", "SISDR"]
     assert [registry.needs_ref(m) for m in ("OVRL", "SPK", "SISDR")] == [False, True, True]
     assert registry.output_spec("SISDR").column == "SI-SDR" and registry.output_spec("P808").column is None
@@ -80,7 +81,7 @@ def test_models_config_is_built_from_the_registry(monkeypatch):
     monkeypatch.setattr(registry, "metric", lambda key: spec if key == "lvl" else registry_metric(key))
     monkeypatch.setitem(registry.METRICS, "lvl", "unused:SPEC")
     cls = build_models_config()
-    assert [f.name for f in dataclasses.fields(cls)] == ["dnsmos", "speaker", "sbs", "dmos", "level"]
+    assert [f.name for f in dataclasses.fields(cls)] == ["dnsmos", "speaker", "sbs", "dmos", "wer", "level"]
     cfg = load_config(cls, None, ["--level.floor_db", "-120", "--dnsmos.threads", "1"])
     assert cfg.level.floor_db == -120.0 and cfg.dnsmos.threads == 1
     assert registry.unavailable_outputs(["LVL"], cfg) == {"LVL": "no"}

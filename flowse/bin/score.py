@@ -2,12 +2,14 @@
 
     python -m flowse.bin.score --est exp/x/enhanced_test/wav.scp --ref data/test/spk1.scp \\
         --metrics dnsmos,spk,sbs,pesq,estoi,sisdr --out_dir exp/x/scores_test \\
-        [--nj 4] [--config conf/mini/score.yaml] [--device cpu|cuda] [--section.key value ...]
+        [--text data/test/text] [--nj 4] [--config conf/mini/score.yaml] [--device cpu|cuda] [--section.key value ...]
 
 --est / --ref: a wav.scp (ark entries or audio paths) or a folder of audio files
 (utt id = file name without extension). Keys are matched by utt id; estimates
 without a reference are an error naming them. Without --ref only the
-non-intrusive DNSMOS metrics are computed. Unusable utterances are skipped with
+non-intrusive DNSMOS metrics are computed. --text: reference transcripts
+(Kaldi text file, "<utt> <words>") for WER/CER (metric group wer); without it
+they are n/a. Unusable utterances are skipped with
 one log line each and listed in summary.json ("num_skipped", "skipped"); the exit
 status stays 0 unless --fail_on_skip true (then 3, after writing all outputs).
 A finished dir is skipped on rerun unless --force true.
@@ -31,6 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--est", required=True, help="wav.scp or folder of the audio to score")
     p.add_argument("--ref", default=None, help="wav.scp or folder of the clean references (spk1.scp)")
+    p.add_argument("--text", default=None, help="Kaldi text file of reference transcripts (for wer)")
     p.add_argument("--metrics", default=None, help=f"comma list of {','.join(METRICS)} (default: config)")
     p.add_argument("--out_dir", required=True)
     p.add_argument("--config", default=None, help="score.yaml")
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             keys = [line.split()[0] for line in f if line.strip()]
     try:
         summary = score_set(args.est, args.out_dir, args.ref, cfg, args.metrics, keys, args.nj, args.cmd,
-                            args.device, args.threads, args.progress, args.force)
+                            args.device, args.threads, args.progress, args.force, args.text)
     except UserError as e:
         raise SystemExit(f"score: {e}") from None
     return EXIT_SKIPPED if (args.fail_on_skip and summary["num_skipped"]) else 0

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from flowse.metrics.registry import all_outputs
+from flowse.metrics.registry import all_outputs, output_spec
 from flowse.utils.fileio import c_sorted, read_kv, write_json, write_kv
 
 
@@ -32,14 +32,25 @@ def _mean(vals: Iterable[float]) -> tuple[float | None, int]:
     return (float(np.mean(finite)) if finite else None), len(finite)
 
 
+def _pooled(vals: dict[str, float], weights: dict[str, float]) -> float | None:
+    """``sum(v * w) / sum(w)`` over the items where both are finite (None when no weight)."""
+    pairs = [(v, weights[k]) for k, v in vals.items()
+             if math.isfinite(v) and math.isfinite(weights.get(k, math.nan))]
+    total = sum(w for _, w in pairs)
+    return float(sum(v * w for v, w in pairs) / total) if total > 0 else None
+
+
 def summarize(out: ScoreOutcome, est: str = "", ref: str | None = None) -> dict:
-    """The content of ``summary.json`` (means over the finite values)."""
+    """The content of ``summary.json`` (means over the finite values; ``pooled`` for outputs
+    declared ``pooled_by`` when their weight output was scored)."""
     metrics: dict[str, dict] = {}
     for m in all_outputs():
         if m in out.values:
             mean, count = _mean(out.values[m].values())
             und = {k: out.undefined.get(m, {})[k] for k in c_sorted(out.undefined.get(m, {}))}
-            metrics[m] = {"mean": mean, "count": count, "num_undefined": len(und), "undefined": und}
+            weight = output_spec(m).pooled_by
+            pooled = {"pooled": _pooled(out.values[m], out.values[weight])} if weight in out.values else {}
+            metrics[m] = {"mean": mean, **pooled, "count": count, "num_undefined": len(und), "undefined": und}
         elif m in out.unavailable:
             metrics[m] = {"mean": None, "count": 0, "status": "n/a", "hint": out.unavailable[m]}
     return {

@@ -2,7 +2,7 @@
 
 A metric is one module that declares a ``Metric``: its key (the group name users
 write: ``dnsmos``, ``spk``...), its outputs (``SIG BAK OVRL P808``, ``SPK``...),
-whether it needs a reference, its config section (dataclass + yaml key under
+whether it needs a reference (waveform or transcript), its config section (dataclass + yaml key under
 ``models:``), how RESULTS shows each output, when it is not available here, and the
 scorer built from its config section and device. Scoring, RESULTS, the GRPO
 reward and the score CLI iterate over this registry; the config schema of the
@@ -12,7 +12,9 @@ Adding a metric = one module + one line in ``METRICS`` (or ``register``).
 Declarations are imported lazily (``metric(key)``); heavy models load only when a
 scorer is built. Conventions of every scorer: inputs are float32 16 kHz mono
 waveforms in [-1, 1]; ``scorer(est, ref, outputs)`` returns ``{output: float64 [B]}``
-(NaN where undefined, optionally as ``Scores`` with the reasons).
+(NaN where undefined, optionally as ``Scores`` with the reasons); a metric declared
+``needs_text`` is called ``scorer(est, ref, outputs, texts=...)`` with one reference
+transcript (str, or None where the utterance has none) per item.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ METRICS: dict[str, str] = {
     "estoi": "flowse.metrics.intrusive:ESTOI",
     "sisdr": "flowse.metrics.intrusive:SISDR",
     "dmos": "flowse.metrics.distillmos:METRIC",
+    "wer": "flowse.metrics.wer:METRIC",
 }
 
 
@@ -43,12 +46,15 @@ class Output:
 
     ``reward_scale``: default multiplier in the GRPO reward (DNSMOS scores: 0.25, i.e. "/ 4").
     ``column`` / ``fmt``: RESULTS.md column title and number format; ``column`` None: not in the table.
+    ``pooled_by``: the output holding each item's weight (e.g. reference words of a WER): summary.json
+    then also gives ``pooled``, the weighted mean (corpus-level rate), when that output was scored.
     """
 
     name: str
     reward_scale: float = 1.0
     column: str | None = None
     fmt: str = ".4f"
+    pooled_by: str | None = None
 
 
 class Scores(dict):
@@ -70,7 +76,8 @@ class Metric:
     """Declaration of one metric (see the module doc).
 
     ``build(config_section_or_None, device) -> Scorer``. ``aligned``: the metric compares
-    samples, so estimate and reference are trimmed to the shorter before scoring.
+    samples, so estimate and reference are trimmed to the shorter before scoring. ``needs_text``:
+    the scorer takes the reference transcripts (``texts=``; WER), independently of ``needs_ref``.
     ``available(config_section) -> bool`` (None: always); when False the outputs are
     reported n/a with ``hint``, never replaced by another metric.
     """
@@ -82,6 +89,7 @@ class Metric:
     config_key: str | None = None
     config: type | None = None
     aligned: bool = False
+    needs_text: bool = False
     available: Callable[[Any], bool] | None = None
     hint: str = ""
 
@@ -141,6 +149,10 @@ def output_spec(output: str) -> Output:
 
 def needs_ref(output: str) -> bool:
     return owner(output).needs_ref
+
+
+def needs_text(output: str) -> bool:
+    return owner(output).needs_text
 
 
 def check_outputs(names: Sequence[str], where: str) -> None:

@@ -10,7 +10,11 @@ Output of a scoring dir ``D``: one file per metric (``D/SIG``, ``D/OVRL``, ``D/P
                  "SBS": {"mean": null, "count": 0, "status": "n/a", "hint": "..."}, ...},
      "est": "...", "ref": "..."}
 
-Means are over the defined (finite) values; ``count`` says how many. Every metric
+Means are over the defined (finite) values; ``count`` says how many. An output declared
+``pooled_by`` (WER, CER) also has ``pooled``: the corpus-level rate (total edits / total
+reference words or characters), where ``mean`` is the per-utterance mean. Metrics that
+need reference transcripts (WER) read them from a Kaldi ``text`` file (``<utt> <words>``,
+``text=``); without one they are n/a with a hint. Every metric
 takes 16 kHz audio (``METRIC_RATE``): other rates are resampled on reading. What is
 skipped (one log line each, listed in the summary): unreadable audio, empty, NaN
 or Inf samples, not mono, shorter than ``min_seconds`` (default 0.5 s), a reference
@@ -128,10 +132,13 @@ def score_keys(
     progress: bool = True,
     est_rate: int = METRIC_RATE,
     ref_rate: int = METRIC_RATE,
+    text: dict[str, str] | None = None,
 ) -> ScoreOutcome:
     """Score ``keys`` (utt ids of ``est``; ``ref`` has the same ids) with ``suite``'s metrics.
 
     ``est_rate`` / ``ref_rate``: rate of the float ark entries of each list (see ``load_wave``).
+    ``text``: reference transcripts by utt id, for the metrics that need them (an utt without one
+    gets NaN there).
     """
     from tqdm import tqdm
 
@@ -175,7 +182,8 @@ def score_keys(
             est_w.append(e)
             ref_w.append(r)
         if names:
-            res = suite.compute(est_w, ref_w if ref is not None else None)
+            texts = [text.get(k) for k in names] if text is not None else None
+            res = suite.compute(est_w, ref_w if ref is not None else None, texts=texts)
             for i, j_est, j_ref in res.trimmed:
                 notes.add(
                     "estimate and reference lengths differ; PESQ/ESTOI/SI-SDR use both trimmed to the shorter",
@@ -214,6 +222,7 @@ def score_set(
     threads: int = 0,
     progress: bool = True,
     force: bool = False,
+    text: str | None = None,
 ) -> dict:
     """Score one list into ``out_dir`` (per-metric files, ``summary.json``, ``config.yaml``); returns the summary.
 
@@ -225,6 +234,8 @@ def score_set(
     merged into the same files. ``device``: ``cpu`` or ``cuda[:N]``. ``threads`` per job (0: cores
     / nj). A dir finished with the same config and inputs is skipped (its summary returned)
     unless ``force``. A ``UserError`` names estimates without a reference and unknown ``keys``.
+    ``text``: a Kaldi text file of reference transcripts (``<utt> <words>``) for WER/CER; None:
+    those are n/a.
     """
     cfg = copy.deepcopy(config or ScoreConfig())
     if metrics:
@@ -236,7 +247,9 @@ def score_set(
         names = [m for m in names if not needs_ref(m)]
     if not names:
         raise UserError("no metric left to compute")
-    key = stage.step_key(config=cfg, files=[p for p in (est, ref) if p], keys=keys, metrics=names)
+    if text is not None and not os.path.isfile(text):
+        raise UserError(f"no transcript file {text} (a Kaldi text file '<utt> <words>')")
+    key = stage.step_key(config=cfg, files=[p for p in (est, ref, text) if p], keys=keys, metrics=names)
     if stage.is_done(out_dir, "score", key, force):
         logger.info("%s already scored (pass force / --force true to redo)", out_dir)
         with open(os.path.join(out_dir, "summary.json"), encoding="utf-8") as f:
@@ -268,17 +281,18 @@ def score_set(
     threads = threads or max(1, _cpu_count() // nj)
     if nj > 1:
         context = {"est": est, "ref": ref, "config": dataclasses.asdict(cfg), "metrics": names, "device": device,
-                   "threads": threads}
+                   "threads": threads, "text": text}
         summary = _score_parallel(out_dir, todo, context, nj, cmd)
     else:
-        out = _score_here(est, ref, est_list, ref_list, todo, cfg, names, device, threads, progress)
+        out = _score_here(est, ref, est_list, ref_list, todo, cfg, names, device, threads, progress, text)
         summary = write_outcome(out_dir, out, est, ref)
     _log_summary(out_dir, summary)
     stage.mark_done(out_dir, "score", key)
     return summary
 
 
-def _score_here(est, ref, est_list, ref_list, keys, cfg: ScoreConfig, names, device, threads, progress) -> ScoreOutcome:
+def _score_here(est, ref, est_list, ref_list, keys, cfg: ScoreConfig, names, device, threads, progress,
+                text: str | None = None) -> ScoreOutcome:
     import torch
 
     torch.set_num_threads(threads)
@@ -286,9 +300,10 @@ def _score_here(est, ref, est_list, ref_list, keys, cfg: ScoreConfig, names, dev
         section = getattr(cfg.models, f.name)
         if getattr(section, "threads", None) == 0:
             section.threads = threads
-    suite = MetricSuite(names, cfg.models, device)
+    suite = MetricSuite(names, cfg.models, device, with_text=text is not None)
+    transcripts = read_kv(text, allow_empty_value=True) if text is not None else None
     return score_keys(keys, est_list, ref_list, suite, cfg.batch_size, cfg.min_seconds, progress,
-                      list_rate(est), list_rate(ref) if ref else METRIC_RATE)
+                      list_rate(est), list_rate(ref) if ref else METRIC_RATE, transcripts)
 
 
 def _score_parallel(out_dir: str, keys: list[str], context: dict, nj: int, cmd: str) -> dict:
@@ -312,12 +327,13 @@ def score_job(job_dir: str, context: dict, keys: list[str]) -> None:
     est_list = audio_list(est)
     ref_list = audio_list(ref) if ref else None
     out = _score_here(est, ref, est_list, ref_list, c_sorted(keys), cfg, context["metrics"], context["device"],
-                      context["threads"], False)
+                      context["threads"], False, context.get("text"))
     write_outcome(job_dir, out, est, ref)
 
 
 def _log_summary(out_dir: str, summary: dict) -> None:
-    means = " ".join(f"{m}={v['mean']:.4f}" for m, v in summary["metrics"].items() if v["mean"] is not None)
+    means = " ".join(f"{m}={v['mean']:.4f}" + (f" (pooled {v['pooled']:.4f})" if v.get("pooled") is not None else "")
+                     for m, v in summary["metrics"].items() if v["mean"] is not None)
     logger.info("%s: %d/%d scored: %s", out_dir, summary["num_scored"], summary["num_utts"], means)
     for v in summary["metrics"].values():
         if v.get("status") == "n/a":

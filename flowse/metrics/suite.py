@@ -10,7 +10,10 @@ Used by the scoring CLI (files) and by the GRPO reward (tensors). Conventions:
   ``(index, reason)`` so that callers can warn and report counts; an item with NaN
   or Inf samples gets NaN for every metric (e.g. a diverged GRPO rollout);
 - a metric that is not available here (SBS without a configured model) is
-  *unavailable* (``unavailable["SBS"]`` holds the hint), never replaced by something else.
+  *unavailable* (``unavailable["SBS"]`` holds the hint), never replaced by something else;
+  so are the metrics that need reference transcripts (WER) in a suite built ``with_text=False``;
+- ``texts`` (one reference transcript or None per item) go to the metrics declared
+  ``needs_text`` only.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from flowse.metrics.registry import expand_metrics, owner, unavailable_outputs
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
+
+NO_TEXT_HINT = "{} is n/a: no reference transcripts (a Kaldi text file '<utt> <words>': score --text, <set>/text)"
 
 
 def sanitize(wav: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -44,10 +49,13 @@ class SuiteResult:
 class MetricSuite:
     """Builds the scorers of the requested metrics once; ``compute`` scores a batch."""
 
-    def __init__(self, metrics: Sequence[str] | str, models: ScoreModelsConfig | None = None, device: str = "cpu"):
+    def __init__(self, metrics: Sequence[str] | str, models: ScoreModelsConfig | None = None, device: str = "cpu",
+                 with_text: bool = True):
         self.models_cfg = models = models or ScoreModelsConfig()
         requested = expand_metrics(list(metrics) if not isinstance(metrics, str) else metrics)
         self.unavailable: dict[str, str] = unavailable_outputs(requested, models)
+        if not with_text:
+            self.unavailable.update({m: NO_TEXT_HINT.format(m) for m in requested if owner(m).needs_text})
         self.metrics = [m for m in requested if m not in self.unavailable]
         self.scorers = {}  # metric key -> scorer, in registry order
         for spec in dict.fromkeys(owner(m) for m in self.metrics):
@@ -58,7 +66,8 @@ class MetricSuite:
         return [m for m in self.metrics if owner(m).needs_ref]
 
     def compute(
-        self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray] | None = None, metrics: Sequence[str] | None = None
+        self, est: Sequence[np.ndarray], ref: Sequence[np.ndarray] | None = None, metrics: Sequence[str] | None = None,
+        texts: Sequence[str | None] | None = None,
     ) -> SuiteResult:
         """Each configured metric (or the subset ``metrics``) per item: ``values[metric]`` is float64 ``[B]``."""
         wanted = self.metrics if metrics is None else [m for m in self.metrics if m in metrics]
@@ -69,6 +78,11 @@ class MetricSuite:
             raise ValueError(f"metrics {needs_ref} need a reference; none given")
         if ref is not None and len(ref) != len(est):
             raise ValueError(f"{len(est)} estimates but {len(ref)} references")
+        needs_text = [m for m in wanted if owner(m).needs_text]
+        if texts is None and needs_text:
+            raise ValueError(f"metrics {needs_text} need reference transcripts; none given")
+        if texts is not None and len(texts) != len(est):
+            raise ValueError(f"{len(est)} estimates but {len(texts)} transcripts")
         est = [sanitize(w)[0] for w in est]
         ref = [sanitize(w)[0] for w in ref] if ref is not None else None
         n = len(est)
@@ -90,7 +104,8 @@ class MetricSuite:
         for spec in groups:
             outputs = [m for m in spec.output_names if m in wanted]
             e, r = aligned if spec.aligned else (est, ref if spec.needs_ref else None)
-            scores = self.scorers[spec.key](e, r, outputs)
+            extra = {"texts": list(texts)} if spec.needs_text else {}
+            scores = self.scorers[spec.key](e, r, outputs, **extra)
             reasons = getattr(scores, "undefined", {})
             for m in outputs:
                 res.values[m] = np.asarray(scores[m], dtype=np.float64)
