@@ -6,5 +6,6 @@
 - ``grpo``: one GRPO iteration timed by part (rollout, vocoder, reward, update) and a paper-size projection;
 - ``grpo_snr``: signal share of the GRPO policy gradient at a model;
 - ``compare_grpo``: paired per-iteration comparison of two GRPO runs of the same seed;
+- ``fig2``: the paper's Fig. 2 (every metric vs step, one curve per GRPO run) and held-out paired changes;
 - ``model_info``: parameter counts of a pretrain config.
 """

@@ -52,7 +52,7 @@ def paired_lower_bound(diff: np.ndarray, resamples: int, confidence: float, seed
     return float(np.quantile(diff[idx].mean(axis=1), 1.0 - confidence))
 
 
-def _aligned(row: dict, base: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def paired_values(row: dict, base: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Values of ``metric`` at ``row`` and at ``base`` on the utterances both hold, both finite."""
     pos = {k: i for i, k in enumerate(base["utt_keys"])}
     pairs = [(v, base["utt_values"][metric][pos[k]]) for k, v in zip(row["utt_keys"], row["utt_values"][metric])
@@ -84,7 +84,7 @@ def choose_step(evals: list[dict], reward_fn, cfg: ExportConfig) -> dict:
     for row in sorted(rows, key=lambda r: int(r["step"])):
         g = {}
         for m in guards:
-            a, b = _aligned(row, base, m)
+            a, b = paired_values(row, base, m)
             diff = a - b
             lower = paired_lower_bound(diff, cfg.bootstrap, cfg.confidence, cfg.seed) if diff.size else float("nan")
             tol = cfg.tolerance_of(m)
