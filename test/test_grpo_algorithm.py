@@ -355,3 +355,34 @@ def test_nonfast_window_leaves_the_last_step_and_eq9_weighs_candidates_equally()
     flat = torch.autograd.grad(torch.cat(per_transition).mean(), task.params)
     flat = torch.cat([g.flatten() for g in flat])
     assert float((flat - want).norm()) > 1e-3 * float(want.norm())  # the per-transition mean is another estimate
+
+
+def test_shared_ode_prefix_runs_once_per_group_with_the_same_samples():
+    """With x0 shared per group the ODE steps before the window run on one row per group; the
+    rollout (transitions, log-probs, final samples) equals the one computed on every row."""
+    from flowse.rl.rollout import mixed_rollout
+
+    model = tiny_model().eval()
+    g, p, nfe, window = 3, 2, 8, [3, 4]
+    rng = torch.Generator().manual_seed(0)
+    cond = torch.randn(p, FRAMES, F, generator=rng).repeat_interleave(g, 0)
+    mask = torch.ones(p * g, FRAMES, dtype=torch.bool)
+    mask[g:, FRAMES - 5:] = False
+    x0 = torch.randn(p, FRAMES, F, generator=rng).repeat_interleave(g, 0)
+    eps = torch.randn(len(window), p * g, FRAMES, F, generator=rng)
+    calls = []
+
+    def velocity(x, c, t, m):
+        calls.append(x.shape[0])
+        return model.velocity(x, c, t, m, 1.0)
+
+    full = mixed_rollout(velocity, cond, mask, nfe, window, 0.7, x0, eps)
+    n_full = sum(calls)
+    calls.clear()
+    shared = mixed_rollout(velocity, cond, mask, nfe, window, 0.7, x0, eps, group_size=g)
+    assert n_full == nfe * p * g and sum(calls) == window[0] * p + (nfe - window[0]) * p * g
+    torch.testing.assert_close(shared.x1, full.x1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.transitions.log_prob, full.transitions.log_prob, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.transitions.x_next, full.transitions.x_next, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="groups of 4"):
+        mixed_rollout(velocity, cond, mask, nfe, window, 0.7, x0, eps, group_size=4)

@@ -166,7 +166,8 @@ class Collector:
         eps = torch.cat(eps, dim=1).to(self.device)
         cond_g = cond.repeat_interleave(g, 0)
         mask_g = mask.repeat_interleave(g, 0)
-        ro_out = mixed_rollout(self.velocity, cond_g, mask_g, nfe, window, ro.noise_level, x0, eps)
+        ro_out = mixed_rollout(self.velocity, cond_g, mask_g, nfe, window, ro.noise_level, x0, eps,
+                               group_size=g if ro.same_init_noise else 1)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()

@@ -77,11 +77,14 @@ class Rollout:
 @torch.no_grad()
 def mixed_rollout(
     velocity: VelocityFn, cond: torch.Tensor, mask: torch.Tensor, nfe: int, window: list[int], noise_level: float,
-    x0: torch.Tensor, step_noise: torch.Tensor,
+    x0: torch.Tensor, step_noise: torch.Tensor, group_size: int = 1,
 ) -> Rollout:
     """Sample ``N`` candidates with SDE steps on ``window`` and ODE steps elsewhere.
 
     ``x0 [N, T, F]`` initial noise, ``step_noise [len(window), N, T, F]`` the SDE noise.
+    ``group_size``: when ``> 1`` the caller guarantees that consecutive groups of this many
+    candidates share ``x0``, ``cond`` and ``mask`` (GRPO's ``same_init_noise``); they are then
+    identical until the first SDE step, so the ODE steps before it run once per group.
     """
     if step_noise.shape[0] != len(window):
         raise ValueError(f"step_noise has {step_noise.shape[0]} steps, the window {len(window)}")
@@ -91,8 +94,20 @@ def mixed_rollout(
     grid = time_grid(nfe, dev)
     t_floor = grid[1]
     x = x0.to(dev, torch.float32) * m
+    first = min(window)
+    if group_size > 1 and first > 0:
+        if n % group_size:
+            raise ValueError(f"{n} candidates are not groups of {group_size}")
+        xg, cg, mg = x[::group_size], cond[::group_size], mask[::group_size]
+        for k in range(first):
+            ng = xg.shape[0]
+            u = velocity(xg, cg, grid[k].expand(ng), mg).float()
+            xg = ode_step(xg, u, (grid[k + 1] - grid[k]).expand(ng)) * m[::group_size]
+        x = xg.repeat_interleave(group_size, 0)
+    else:
+        first = 0
     keep: list[Transitions] = []
-    for k in range(nfe):
+    for k in range(first, nfe):
         t = grid[k].expand(n)
         dt = (grid[k + 1] - grid[k]).expand(n)
         u = velocity(x, cond, t, mask).float()
