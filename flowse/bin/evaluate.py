@@ -12,6 +12,7 @@ Systems: those of --systems, then every other dir under --exp_root holding a ``m
 from __future__ import annotations
 
 import argparse
+import os
 
 from flowse.enhance import EnhanceConfig
 from flowse.evaluate import evaluate, find_systems
@@ -30,9 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default=None, help="score.yaml")
     p.add_argument("--device", default="cpu")
     p.add_argument("--enhance_args", default="", help="EnhanceConfig overrides, e.g. '--nfe 10'")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of the enhancement, which runs between the scoring jobs (0: all cores)")
     add_job_options(p)
     args, overrides = p.parse_known_args(argv)
     setup_logging()
+    import torch
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     score_cfg = load_config(ScoreConfig, args.config, overrides)
     enhance_cfg = load_config(EnhanceConfig, None, args.enhance_args)
     evaluate(find_systems(args.systems.split(), args.exp_root), args.data_dir, args.sets.split(), score_cfg,
