@@ -118,7 +118,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   # --exp_root: every other exp dir holding a model.pt is scored too (other post-training exps)
   timed stage6 python -m flowse.bin.evaluate --systems "$systems" --exp_root exp --data_dir data --sets "$test_sets" \
     --config $score_config --nj $nj --cmd "$data_cmd" --force $force $score_args
-  python utils/collect_results.py exp --out RESULTS.md
+  # the table of every system, and the paired effect (mean +- SE over test utterances) of each training stage
+  python utils/collect_results.py exp --out RESULTS.md --paired "$pretrain_exp:exp/noisy_input $grpo_exp:$pretrain_exp"
 fi
 
 log "done in ${SECONDS}s; time per stage: ${timings[*]:-none}"

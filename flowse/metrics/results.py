@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 from flowse.metrics.registry import Metric, Output, all_metrics, all_outputs
-from flowse.utils.fileio import write_json, write_text
+from flowse.utils.fileio import read_kv, write_json, write_text
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
@@ -181,19 +181,86 @@ def render_collection(rows: list[tuple[str, str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def utterance_scores(system_dir: str, test_set: str, metric: str) -> dict[str, float]:
+    """Per-utterance values of ``metric`` (``<system>/scores_<set>/<METRIC>``), non-finite ones left out."""
+    path = os.path.join(system_dir, f"scores_{test_set}", metric)
+    if not os.path.isfile(path):
+        return {}
+    values = {k: float(v) for k, v in read_kv(path).items()}
+    return {k: v for k, v in values.items() if v == v and abs(v) != float("inf")}
+
+
+def paired_difference(system_dir: str, base_dir: str, test_set: str, metric: str) -> tuple[float, float, int] | None:
+    """``(mean, standard error, n)`` of ``system - base`` over the utterances both scored; None when n < 2."""
+    a, b = utterance_scores(system_dir, test_set, metric), utterance_scores(base_dir, test_set, metric)
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return None
+    d = [a[k] - b[k] for k in keys]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+    return mean, (var / len(d)) ** 0.5, len(d)
+
+
+def render_paired(exp_root: str, pairs: list[tuple[str, str]], rows: list[tuple[str, str, dict]]) -> str:
+    """A markdown table of paired differences ``system - base`` (mean +- standard error over the test
+    utterances both systems scored), one row per pair and test set, for ``pairs`` of exp dir names."""
+    columns = table_columns()
+    sets = list(dict.fromkeys(s for _, s, _ in rows))
+    head = "| system - base | set | n | " + " | ".join(o.column for _, o in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 3)]
+    for system, base in pairs:
+        for test_set in sets:
+            cells, n = [], 0
+            for _, o in columns:
+                d = paired_difference(os.path.join(exp_root, system), os.path.join(exp_root, base), test_set, o.name)
+                if d is None:
+                    cells.append("n/a")
+                else:
+                    cells.append(f"{d[0]:+{o.fmt}} ± {d[1]:{o.fmt}}")
+                    n = max(n, d[2])
+            if n:
+                lines.append(f"| {system} - {base} | {test_set} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """``"grpo_mini:pretrain_mini pretrain_mini:noisy_input"`` -> ``[(system, base), ...]`` (exp dir names
+    or paths; their basenames are used)."""
+    pairs = []
+    for item in text.split():
+        system, sep, base = item.partition(":")
+        if not sep or not system or not base:
+            raise ValueError(f"--paired: {item!r} is not SYSTEM:BASE")
+        pairs.append((os.path.basename(os.path.normpath(system)), os.path.basename(os.path.normpath(base))))
+    return pairs
+
+
 def main_collect(argv: list[str] | None = None) -> int:
-    """``collect_results.py EXP_ROOT [--out RESULTS.md]``: print (and write) the comparison table."""
+    """``collect_results.py EXP_ROOT [--out RESULTS.md] [--paired "SYS:BASE ..."]``: print (and write) the
+    comparison table and the paired differences."""
     import argparse
 
     p = argparse.ArgumentParser(description="Collect every <exp_root>/*/results.json into one markdown table.")
     p.add_argument("exp_root")
     p.add_argument("--out", default=None, help="also write the table to this file")
+    p.add_argument("--paired", default="",
+                   help="space-separated SYSTEM:BASE exp dirs: also tabulate SYSTEM - BASE per utterance (mean +- SE)")
     args = p.parse_args(argv)
+    try:
+        pairs = parse_pairs(args.paired)
+    except ValueError as e:
+        p.error(str(e))
     rows = collect(args.exp_root)
     if not rows:
         print(f"no {args.exp_root}/*/results.json found", file=sys.stderr)
         return 1
     md = render_collection(rows)
+    have = {system for system, _, _ in rows}
+    pairs = [(a, b) for a, b in pairs if a in have and b in have]
+    if pairs:
+        md += ("\nPaired differences (mean ± standard error over the test utterances both systems scored; "
+               "an effect within about 2 SE is noise):\n\n" + render_paired(args.exp_root, pairs, rows))
     if args.out:
         write_text(args.out, f"# Results in {args.exp_root}\n\n" + md)
     print(md, end="")
