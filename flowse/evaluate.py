@@ -6,10 +6,11 @@ A system is an exp dir:
 - a model exp (``model.pt``: pretraining or any post-training method): enhanced here with
   ``flowse.enhance.enhance_files``.
 Per system and set: ``<sys>/enhanced_<set>/`` (model systems), ``<sys>/scores_<set>/`` (one
-file per metric + summary.json, ``flowse.metrics.scoring.score_set``), then ``<sys>/RESULTS.md``
+file per metric + summary.json, ``flowse.metrics.scoring.score_sets``: all sets of a system
+in one set of ``nj`` jobs), then ``<sys>/RESULTS.md``
 and ``<sys>/results.json`` (``flowse.metrics.results``). Each (system, set) step has a
 completion marker (``flowse.utils.stage``): enhancement keyed on the enhancement settings, the
-model and its vocoder and the noisy list; scoring (``score_set``) keyed on the score config and
+model and its vocoder and the noisy list; scoring keyed on the score config and
 the enhanced and reference lists (and the set's ``text`` of transcripts for WER, when stage 1 wrote
 one). So a rerun resumes where it stopped, a retrained model is
 enhanced again, and an edited score.yaml rescores.
@@ -83,11 +84,11 @@ def evaluate_system(system: str, data_dir: str, sets: list[str], score_cfg: Scor
                     device: str = "cpu", force: bool = False) -> list[str]:
     """Enhance (model systems), score and tabulate ``sets`` for one system; returns the sets scored."""
     from flowse.metrics.results import make_results
-    from flowse.metrics.scoring import score_set
+    from flowse.metrics.scoring import ScoreList, score_sets
 
     os.makedirs(system, exist_ok=True)
     enhancement = _Enhancement(system, enhance_cfg or EnhanceConfig(), device) if is_model_dir(system) else None
-    scored = []
+    scored, lists = [], []
     for test_set in sets:
         set_dir = os.path.join(data_dir, test_set)
         noisy, ref = os.path.join(set_dir, "wav.scp"), os.path.join(set_dir, "spk1.scp")
@@ -101,12 +102,12 @@ def evaluate_system(system: str, data_dir: str, sets: list[str], score_cfg: Scor
             continue
         if not os.path.exists(est):
             raise FileNotFoundError(f"{system}: no enhanced output for {test_set} ({est}); rerun the stage that makes it")
-        logger.info("scoring %s / %s", system, test_set)
         text = os.path.join(set_dir, "text")
-        score_set(est, os.path.join(system, f"scores_{test_set}"), ref=ref if os.path.exists(ref) else None,
-                  config=score_cfg, nj=nj, cmd=cmd, device=device, force=force,
-                  text=text if os.path.exists(text) else None)
+        lists.append(ScoreList(est, os.path.join(system, f"scores_{test_set}"), ref if os.path.exists(ref) else None,
+                               text if os.path.exists(text) else None))
         scored.append(test_set)
+    logger.info("scoring %s on %s", system, " ".join(scored))
+    score_sets(lists, score_cfg, nj=nj, cmd=cmd, device=device, force=force)
     make_results(system, scored)
     logger.info("wrote %s/RESULTS.md and results.json (%d of %d sets scored)", system, len(scored), len(sets))
     return scored

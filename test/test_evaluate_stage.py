@@ -10,7 +10,7 @@ import pytest
 from flowse import evaluate
 from flowse.enhance import EnhanceConfig
 from flowse.metrics.config import ScoreConfig
-from flowse.utils.fileio import write_kv
+from flowse.utils.fileio import read_kv, write_kv
 
 
 def _touch(path, text=""):
@@ -44,8 +44,8 @@ def recorded(tmp_path, monkeypatch):
     write_kv(str(data / "test" / "wav.scp"), {"u1": "/n/u1.wav"})
     write_kv(str(data / "test" / "spk1.scp"), {"u1": "/c/u1.wav"})
 
-    def score_set(est, out_dir, ref=None, config=None, nj=1, cmd="local", device="cpu", force=False, text=None):
-        calls["score"].append((est, ref, list(config.metrics)))
+    def score_sets(lists, config=None, nj=1, cmd="local", device="cpu", force=False):
+        calls["score"] += [(job.est, job.ref, list(config.metrics)) for job in lists]
 
     def enhance_files(enhancer, inputs, out_dir, out_sr=None):
         calls["enhance"].append((enhancer.cfg.nfe, list(inputs)))
@@ -55,7 +55,7 @@ def recorded(tmp_path, monkeypatch):
         calls["load"] += 1
         return types.SimpleNamespace(cfg=cfg)
 
-    monkeypatch.setattr(flowse.metrics.scoring, "score_set", score_set, raising=False)
+    monkeypatch.setattr(flowse.metrics.scoring, "score_sets", score_sets, raising=False)
     monkeypatch.setattr(flowse.metrics.results, "make_results", lambda exp_dir, sets, title=None: ("", {}))
     monkeypatch.setattr(flowse.enhance, "enhance_files", enhance_files)
     monkeypatch.setattr(flowse.enhance.Enhancer, "from_model_dir", staticmethod(from_model_dir))
@@ -140,3 +140,39 @@ def test_vocoder_ceiling_redone_when_the_vocoder_key_changes(tmp_path, monkeypat
     assert len(decoded) == 2
     flowse.vocode.vocoder_ceiling(*args, force=True, vocoder_key={"config": "b"})
     assert len(decoded) == 3
+
+
+def test_all_sets_of_a_system_scored_by_one_set_of_jobs_equal_one_by_one(tmp_path):
+    """``score_sets`` with nj 2 over two lists: the same per-utterance values as ``score_set`` of each list
+    in this process, from one pair of job processes (each job works through both lists)."""
+    import numpy as np
+    import soundfile as sf
+
+    from flowse.metrics.scoring import ScoreList, score_set, score_sets
+
+    rng = np.random.default_rng(1)
+    lists = []
+    for s in ("a", "b"):
+        scp = {}
+        for name in ("wav", "spk1"):
+            for u in range(3):
+                path = str(tmp_path / "audio" / f"{s}_{name}_u{u}.wav")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                sf.write(path, 0.1 * rng.standard_normal(16000 + 1000 * u), 16000)
+                scp.setdefault(name, {})[f"u{u}"] = path
+            write_kv(str(tmp_path / s / f"{name}.scp"), scp[name])
+        lists.append(ScoreList(str(tmp_path / s / "wav.scp"), str(tmp_path / "par" / s), str(tmp_path / s / "spk1.scp")))
+    cfg = ScoreConfig(metrics=["sisdr", "estoi"])
+    together = score_sets(lists, cfg, nj=2)
+    logs = sorted(os.listdir(tmp_path / "par" / "a" / "log"))
+    assert logs == ["score.1.log", "score.2.log"] and not os.path.exists(tmp_path / "par" / "b" / "log")
+    for job, summary in zip(lists, together):
+        alone = score_set(job.est, str(tmp_path / "one" / os.path.basename(job.out_dir)), job.ref, cfg)
+        assert summary["num_scored"] == 3
+        for m in ("SISDR", "ESTOI"):
+            assert summary["metrics"][m]["mean"] == pytest.approx(alone["metrics"][m]["mean"], abs=1e-9)
+            par = read_kv(os.path.join(job.out_dir, m))
+            one = read_kv(str(tmp_path / "one" / os.path.basename(job.out_dir) / m))
+            assert sorted(par) == sorted(one) == ["u0", "u1", "u2"]
+            for u in par:  # last-digit differences: ESTOI's sums depend on the thread count
+                assert float(par[u]) == pytest.approx(float(one[u]), rel=1e-9, abs=1e-12)

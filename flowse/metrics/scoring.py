@@ -209,6 +209,18 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+@dataclasses.dataclass
+class ScoreList:
+    """One list to score: estimates ``est`` into ``out_dir``, against ``ref`` (or None), with the
+    transcripts ``text`` (or None), only ``keys`` (or all)."""
+
+    est: str
+    out_dir: str
+    ref: str | None = None
+    text: str | None = None
+    keys: list[str] | None = None
+
+
 def score_set(
     est: str,
     out_dir: str,
@@ -237,58 +249,87 @@ def score_set(
     ``text``: a Kaldi text file of reference transcripts (``<utt> <words>``) for WER/CER; None:
     those are n/a.
     """
+    return score_sets([ScoreList(est, out_dir, ref, text, keys)], config, metrics, nj, cmd, device, threads,
+                      progress, force)[0]
+
+
+def score_sets(
+    lists: list[ScoreList], config: ScoreConfig | None = None, metrics: list[str] | str | None = None, nj: int = 1,
+    cmd: str = "local", device: str = "cpu", threads: int = 0, progress: bool = True, force: bool = False,
+) -> list[dict]:
+    """``score_set`` of several lists (e.g. the test sets of one system) with ONE set of ``nj`` jobs,
+    so each job pays its imports and model loading once; returns the summaries in order."""
     cfg = copy.deepcopy(config or ScoreConfig())
     if metrics:
         cfg.metrics = [m for m in metrics.replace(",", " ").split() if m] if isinstance(metrics, str) else list(metrics)
-    names = expand_metrics(cfg.metrics)
-    if ref is None and any(needs_ref(m) for m in names):
-        logger.info("no reference: scoring the non-intrusive metrics only (%s dropped)",
-                    " ".join(m for m in names if needs_ref(m)))
-        names = [m for m in names if not needs_ref(m)]
-    if not names:
-        raise UserError("no metric left to compute")
-    if text is not None and not os.path.isfile(text):
-        raise UserError(f"no transcript file {text} (a Kaldi text file '<utt> <words>')")
-    key = stage.step_key(config=cfg, files=[p for p in (est, ref, text) if p], keys=keys, metrics=names)
-    if stage.is_done(out_dir, "score", key, force):
-        logger.info("%s already scored (pass force / --force true to redo)", out_dir)
-        with open(os.path.join(out_dir, "summary.json"), encoding="utf-8") as f:
-            return json.load(f)
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise UserError(f"device {device} but no CUDA device is available")
-    stage.clear(out_dir, "score")
-    os.makedirs(out_dir, exist_ok=True)
-    save_config(cfg, os.path.join(out_dir, "config.yaml"))
-    est_list = audio_list(est)
-    ref_list = audio_list(ref) if ref else None
+    summaries: list[dict | None] = [None] * len(lists)
+    pending = []  # (index, list, metric names, step key, todo keys)
+    for i, job in enumerate(lists):
+        names = expand_metrics(cfg.metrics)
+        if job.ref is None and any(needs_ref(m) for m in names):
+            logger.info("no reference: scoring the non-intrusive metrics only (%s dropped)",
+                        " ".join(m for m in names if needs_ref(m)))
+            names = [m for m in names if not needs_ref(m)]
+        if not names:
+            raise UserError("no metric left to compute")
+        if job.text is not None and not os.path.isfile(job.text):
+            raise UserError(f"no transcript file {job.text} (a Kaldi text file '<utt> <words>')")
+        key = stage.step_key(config=cfg, files=[p for p in (job.est, job.ref, job.text) if p], keys=job.keys,
+                             metrics=names)
+        if stage.is_done(job.out_dir, "score", key, force):
+            logger.info("%s already scored (pass force / --force true to redo)", job.out_dir)
+            with open(os.path.join(job.out_dir, "summary.json"), encoding="utf-8") as f:
+                summaries[i] = json.load(f)
+            continue
+        pending.append((i, job, names, key, _todo(job)))
+    if not pending:
+        return summaries
+    nj = max(1, min(nj, max(len(p[4]) for p in pending)))
+    threads = threads or max(1, _cpu_count() // nj)
+    for _, job, _, _, _ in pending:
+        stage.clear(job.out_dir, "score")
+        os.makedirs(job.out_dir, exist_ok=True)
+        save_config(cfg, os.path.join(job.out_dir, "config.yaml"))
+    if nj > 1:
+        contexts = [{"est": job.est, "ref": job.ref, "config": dataclasses.asdict(cfg), "metrics": names,
+                     "device": device, "threads": threads, "text": job.text} for _, job, names, _, _ in pending]
+        outs = _score_parallel([(job.out_dir, todo, ctx) for (_, job, _, _, todo), ctx in zip(pending, contexts)],
+                               nj, cmd)
+    else:
+        outs = [write_outcome(job.out_dir, _score_here(job.est, job.ref, audio_list(job.est),
+                                                       audio_list(job.ref) if job.ref else None, todo, cfg, names,
+                                                       device, threads, progress, job.text), job.est, job.ref)
+                for _, job, names, _, todo in pending]
+    for (i, job, _, key, _), summary in zip(pending, outs):
+        _log_summary(job.out_dir, summary)
+        stage.mark_done(job.out_dir, "score", key)
+        summaries[i] = summary
+    return summaries
+
+
+def _todo(job: ScoreList) -> list[str]:
+    """The utt ids of ``job`` to score (sorted); a ``UserError`` names unknown keys and missing references."""
+    est_list = audio_list(job.est)
+    ref_list = audio_list(job.ref) if job.ref else None
     todo = c_sorted(est_list)
-    if keys is not None:
-        unknown = [k for k in keys if k not in est_list]
+    if job.keys is not None:
+        unknown = [k for k in job.keys if k not in est_list]
         if unknown:
-            raise UserError(f"{len(unknown)} keys are not in {est}: {unknown[:5]}")
-        todo = c_sorted(keys)
+            raise UserError(f"{len(unknown)} keys are not in {job.est}: {unknown[:5]}")
+        todo = c_sorted(job.keys)
     if ref_list is not None:
         missing = [k for k in todo if k not in ref_list]
         if missing:
             raise UserError(
-                f"{len(missing)} utterances of {est} have no reference in {ref}: "
+                f"{len(missing)} utterances of {job.est} have no reference in {job.ref}: "
                 f"{' '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
             )
-    nj = max(1, min(nj, len(todo)))
-    threads = threads or max(1, _cpu_count() // nj)
-    if nj > 1:
-        context = {"est": est, "ref": ref, "config": dataclasses.asdict(cfg), "metrics": names, "device": device,
-                   "threads": threads, "text": text}
-        summary = _score_parallel(out_dir, todo, context, nj, cmd)
-    else:
-        out = _score_here(est, ref, est_list, ref_list, todo, cfg, names, device, threads, progress, text)
-        summary = write_outcome(out_dir, out, est, ref)
-    _log_summary(out_dir, summary)
-    stage.mark_done(out_dir, "score", key)
-    return summary
+    return todo
 
 
 def _score_here(est, ref, est_list, ref_list, keys, cfg: ScoreConfig, names, device, threads, progress,
@@ -306,18 +347,21 @@ def _score_here(est, ref, est_list, ref_list, keys, cfg: ScoreConfig, names, dev
                       list_rate(est), list_rate(ref) if ref else METRIC_RATE, transcripts)
 
 
-def _score_parallel(out_dir: str, keys: list[str], context: dict, nj: int, cmd: str) -> dict:
+def _score_parallel(lists: list[tuple[str, list[str], dict]], nj: int, cmd: str) -> list[dict]:
+    """``(out_dir, keys, job context)`` per list -> their merged summaries, all lists in one set of ``nj`` jobs."""
     from flowse.utils.jobdirs import run_splits
 
-    logger.info("scoring %d utterances in %d jobs (logs: %s/log/score.*.log)", len(keys), nj, out_dir)
+    log_dir = os.path.join(lists[0][0], "log")
+    logger.info("scoring %s utterances in %d jobs (logs: %s/score.*.log)", "+".join(str(len(k)) for _, k, _ in lists),
+                nj, log_dir)
     import flowse
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(flowse.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    job_dirs = run_splits([(f"{__name__}:score_job", keys, context, out_dir)], nj, os.path.join(out_dir, "log"),
-                          "score", cmd, env=env)[0]
-    parts = [read_outcome(d) for d in job_dirs]
-    return write_outcome(out_dir, merge_outcomes(parts, keys), context["est"], context["ref"])
+    all_dirs = run_splits([(f"{__name__}:score_job", keys, ctx, out_dir) for out_dir, keys, ctx in lists], nj,
+                          log_dir, "score", cmd, env=env)
+    return [write_outcome(out_dir, merge_outcomes([read_outcome(d) for d in dirs], keys), ctx["est"], ctx["ref"])
+            for (out_dir, keys, ctx), dirs in zip(lists, all_dirs)]
 
 
 def score_job(job_dir: str, context: dict, keys: list[str]) -> None:
