@@ -64,6 +64,8 @@ def test_whole_recipe_tiny(recipe):
     table = open(os.path.join(recipe, "RESULTS.md")).read()
     for s in systems:
         assert s in table
+    for pair in ("| pretrain_tiny - noisy_input | test_no_reverb |", "| grpo_tiny - pretrain_tiny | test_with_reverb |"):
+        assert pair in table  # each training stage's paired effect
     # Simulation and scoring agree: the noisy input's SI-SDR against its clean reference is the mixing SNR.
     info = [json.loads(line.split(maxsplit=1)[1]) for line in open(os.path.join(recipe, "data", SETS[0], "utt2info"))]
     mean_snr = sum(i["snr"] for i in info) / len(info)
