@@ -10,7 +10,8 @@
    ``--data_dir`` when given, else on synthetic prompts (speed does not depend on content);
    the time split is the trainer's own log line.
 2. Group batching: the G candidates of one prompt sampled in one batch vs one by one
-   (G sampler calls of batch 1); the ratio is printed.
+   (G sampler calls of batch 1); the ratio is printed. And the shared ODE prefix: with x0
+   shared per group the steps before the SDE window run once per group, not per candidate.
 3. Paper projection (``--paper_config``, ``--paper_model_config``): forward and
    forward+backward times of the paper-size DiT (46.18M) are measured on ``--device`` at a
    small batch of ``crop_seconds`` crops and scaled linearly in batch to the paper's counts
@@ -124,6 +125,33 @@ def bench_group_batching(task, repeats: int) -> dict:
     return {"group_size": g, "nfe": nfe, "batched_s": tb, "one_by_one_s": ts, "speedup": ts / tb}
 
 
+def bench_shared_prefix(task, repeats: int) -> dict:
+    """A round (``prompts_per_round`` x G, x0 shared per group) with the ODE steps before the SDE window
+    run once per group vs once per candidate; nfe and window start at the middle of their ranges."""
+    from flowse.rl.rollout import mixed_rollout, window_steps
+
+    collector = task.collector
+    ro = collector.cfg.rollout
+    g, p = ro.group_size, ro.prompts_per_round
+    nfe = (ro.nfe_range[0] + ro.nfe_range[1] + 1) // 2
+    window = window_steps(nfe, (ro.window_start_range[0] + ro.window_start_range[1] + 1) // 2, ro.window_size)
+    batch = collector.prompts.batch(list(range(p)), collector.crop_frames, pad_to=collector.crop_frames)
+    dev = collector.device
+    mask = batch.mask.to(dev).repeat_interleave(g, 0)
+    cond = collector.model.normalize(batch.mel.to(dev), "noisy").repeat_interleave(g, 0) * mask[..., None]
+    x0 = torch.randn(p, *cond.shape[1:], device=dev).repeat_interleave(g, 0)
+    eps = torch.randn(len(window), p * g, *cond.shape[1:], device=dev)
+
+    def run(group_size):
+        return lambda: mixed_rollout(collector.velocity, cond, mask, nfe, window, ro.noise_level, x0, eps,
+                                     group_size=group_size)
+
+    t_every = timeit(run(1), dev, repeats)
+    t_shared = timeit(run(g), dev, repeats)
+    return {"candidates": p * g, "nfe": nfe, "first_sde_step": window[0], "every_candidate_s": t_every,
+            "shared_prefix_s": t_shared, "speedup": t_every / t_shared}
+
+
 def bench_paper(paper_cfg: GRPOConfig, model_config: str, device: torch.device, batch: int, repeats: int,
                 vocoder, reward_fn) -> dict:
     """Measure the paper-size DiT at ``batch`` crops and project one paper iteration and 5k steps."""
@@ -230,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     out["group_batching"] = gb
     print(f"  G = {gb['group_size']} candidates of one prompt, nfe {gb['nfe']}: batched {gb['batched_s']:.3f}s, "
           f"one by one {gb['one_by_one_s']:.3f}s -> batching is {gb['speedup']:.2f}x faster")
+    sp = bench_shared_prefix(task, args.repeats)
+    out["shared_prefix"] = sp
+    print(f"  a round of {sp['candidates']} candidates, nfe {sp['nfe']}, first SDE step {sp['first_sde_step']}: ODE prefix "
+          f"per candidate {sp['every_candidate_s']:.3f}s, once per group {sp['shared_prefix_s']:.3f}s -> "
+          f"{sp['speedup']:.2f}x")
     if not args.skip_paper:
         pcfg = load_config(GRPOConfig, args.paper_config)
         from flowse.rl.reward import drop_unavailable
