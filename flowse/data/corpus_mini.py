@@ -13,8 +13,10 @@ wav files (16-bit, 16 kHz) under ``out_dir/audio``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +54,8 @@ class MiniConfig:
         test=["m6", "m7", "f5", "klatt2"],
         babble=["m8", "klatt3", "klatt4", "max", "michael", "paul", "rob", "robert", "steph", "quincy", "david", "adam"],
     )
+    kokoro_voices: dict[str, list[str]] = _splits(train=[], valid=[], test=[])  # Kokoro voices or blends, a speaker each
+    kokoro_speed_range: tuple[int, int] = (90, 110)  # Kokoro speed in percent, drawn per speaker
     rate_range: tuple[float, float] = (140.0, 190.0)  # words per minute
     pitch_range: tuple[int, int] = (25, 75)  # espeak-ng -p
     utts: dict[str, int] = _splits(train=320, valid=32, test=64)
@@ -67,7 +71,7 @@ class MiniConfig:
     noise_dirs: dict[str, list[str]] = _splits(train=[], valid=[], test=[])
 
     def __post_init__(self):
-        for name in ("flite_voices", "espeak_speakers", "utts", "babble_speakers", "noise_count", "noise_dirs"):
+        for name in ("flite_voices", "kokoro_voices", "espeak_speakers", "utts", "babble_speakers", "noise_count", "noise_dirs"):
             bad = set(getattr(self, name)) - set(SPLITS)
             check(not bad, f"mini.{name}: unknown split(s) {sorted(bad)}; allowed: {list(SPLITS)}")
         bad = set(self.espeak_variants) - set(SPLITS) - {"babble"}
@@ -81,8 +85,13 @@ class MiniConfig:
             for split, names in group.items():
                 for v in names:
                     check(seen.setdefault(v, split) == split, f"mini: voice/variant {v!r} is in two splits ({seen[v]}, {split}); talkers must be disjoint")
+        for split, voices in self.kokoro_voices.items():  # a voice and the blends holding it: one split only
+            for v in {term.partition("*")[0] for voice in voices for term in voice.split("+")}:
+                check(seen.setdefault(f"kokoro:{v}", split) == split,
+                      f"mini: Kokoro voice {v!r} is in two splits ({seen[f'kokoro:{v}']}, {split}); talkers must be disjoint")
         for split in SPLITS:
-            n_spk = len(self.flite_voices.get(split, [])) + self.espeak_speakers.get(split, 0)
+            n_spk = (len(self.flite_voices.get(split, [])) + len(self.kokoro_voices.get(split, []))
+                     + self.espeak_speakers.get(split, 0))
             check(self.utts.get(split, 0) == 0 or n_spk > 0, f"mini: split {split} has utterances but no speakers")
             check(self.espeak_speakers.get(split, 0) == 0 or self.espeak_variants.get(split), f"mini: split {split} needs espeak_variants")
         check(sum(self.babble_speakers.values()) == 0 or self.espeak_variants.get("babble"), "mini: babble speakers need espeak_variants.babble")
@@ -124,8 +133,14 @@ def make_speakers(cfg: MiniConfig, rng: np.random.Generator) -> dict[str, list[d
             {"id": speaker_id("flite", v), "engine": "flite", "voice": v, "variant": "", "rate": int(rng.integers(160, 186)), "pitch": 50}
             for v in cfg.flite_voices.get(split, [])
         ]
-        out[split] = flite + espeak(cfg.espeak_variants.get(split, []), cfg.espeak_speakers.get(split, 0))
-        used.update(s["id"] for s in flite)
+        kokoro = []
+        for v in cfg.kokoro_voices.get(split, []):  # own stream: adding Kokoro voices keeps the other talkers
+            kk_rng = np.random.default_rng([zlib.crc32(v.encode()), int(rng.bit_generator.seed_seq.generate_state(1)[0])])
+            speed = int(kk_rng.integers(cfg.kokoro_speed_range[0], cfg.kokoro_speed_range[1] + 1))
+            kokoro.append({"id": speaker_id("kokoro", v, rate=speed), "engine": "kokoro", "voice": v, "variant": "",
+                           "rate": speed, "pitch": 50})
+        out[split] = kokoro + flite + espeak(cfg.espeak_variants.get(split, []), cfg.espeak_speakers.get(split, 0))
+        used.update(s["id"] for s in flite + kokoro)
     babble = espeak(cfg.espeak_variants.get("babble", []), sum(cfg.babble_speakers.values()))
     start = 0
     for split in SPLITS:
@@ -319,9 +334,21 @@ def _noises_and_rirs(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, speech
 
 def prepare_mini(cfg: MiniConfig, rir_cfg: RirSynthConfig, seed: int, out_dir: str, nj: int = 1, cmd: str = "local") -> dict:
     """Build the mini corpus under ``out_dir``; returns counts (utterances per split, skipped, noises, rirs)."""
+    if any(cfg.kokoro_voices.values()):
+        from flowse.data import kokoro
+
+        why = kokoro.available()
+        if why:
+            logger.warning("mini: the Kokoro voices are left out (%s); the corpus uses the flite and espeak-ng "
+                           "talkers only", why)
+            cfg = dataclasses.replace(cfg, kokoro_voices={s: [] for s in SPLITS})
+        else:
+            kokoro.model_path()  # joined once here, not by every job
     engines = {"flite"} if any(cfg.flite_voices.values()) else set()
     if sum(cfg.espeak_speakers.values()) + sum(cfg.babble_speakers.values()):
         engines.add("espeak")
+    if any(cfg.kokoro_voices.values()):
+        engines.add("kokoro")
     check_engines(engines)
     out_dir = os.path.abspath(out_dir)
     speech, counts = _synth_speech(cfg, seed, out_dir, nj, cmd)

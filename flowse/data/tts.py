@@ -1,11 +1,12 @@
-"""Synthetic talkers for the mini corpus: flite voices and espeak-ng voices + variants.
+"""Talkers for the mini corpus: flite voices, espeak-ng voices + variants, Kokoro neural voices.
 
 A speaker is a dict (JSON-able, it travels in job files):
-``{"id", "engine": "flite"|"espeak", "voice", "variant", "rate", "pitch"}``;
+``{"id", "engine": "flite"|"espeak"|"kokoro", "voice", "variant", "rate", "pitch"}``;
 flite uses ``voice`` and ``rate`` (words per minute relative to 175, applied as
 ``duration_stretch``), espeak-ng uses ``voice+variant``, ``rate`` (wpm) and
-``pitch`` (0-99). Each utterance jitters rate and pitch a little around the
-speaker's values. Output: float32 mono 16 kHz with leading/trailing silence
+``pitch`` (0-99), Kokoro (``flowse.data.kokoro``) uses ``voice`` (a voice or a blend)
+and ``rate`` (speed in percent). Each utterance jitters rate and pitch a little around
+the speaker's values. Output: float32 mono 16 kHz with leading/trailing silence
 trimmed to ``margin`` seconds.
 """
 from __future__ import annotations
@@ -28,8 +29,8 @@ class TtsError(RuntimeError):
 
 def check_engines(engines: set[str]) -> None:
     """Fail early, naming the apt packages, when a needed synthesizer is missing."""
-    binaries = {"flite": "flite", "espeak": "espeak-ng"}
-    missing = [binaries[e] for e in sorted(engines) if shutil.which(binaries[e]) is None]
+    binaries = {"flite": "flite", "espeak": "espeak-ng", "kokoro": "espeak-ng"}
+    missing = sorted({binaries[e] for e in engines if shutil.which(binaries[e]) is None})
     if missing:
         raise RuntimeError(f"the mini corpus needs {' and '.join(missing)}, not found on PATH; {INSTALL_HINT}")
 
@@ -37,6 +38,8 @@ def check_engines(engines: set[str]) -> None:
 def speaker_id(engine: str, voice: str, variant: str = "", rate: int = 0, pitch: int = 0) -> str:
     if engine == "flite":
         return f"fl-{voice}"
+    if engine == "kokoro":
+        return f"kk-{voice.replace('*', '').replace('+', '-').replace('.', '')}-r{rate}"
     return f"es-{voice.replace('-', '')}-{variant.lower()}-p{pitch}-r{rate}"
 
 
@@ -68,6 +71,13 @@ def synthesize(spk: dict, text: str, rng: np.random.Generator, tmp_dir: str | No
     """Speak ``text`` with speaker ``spk`` (small random rate/pitch jitter from ``rng``); float32 16 kHz."""
     rate = spk["rate"] * rng.uniform(0.94, 1.06)
     pitch = int(np.clip(spk.get("pitch", 50) + rng.integers(-4, 5), 0, 99))
+    if spk["engine"] == "kokoro":
+        from flowse.data import kokoro
+        from flowse.features.audio import resample
+
+        x = resample(kokoro.shared_kokoro().speak(kokoro.phonemes(text), spk["voice"], rate / 100.0),
+                     kokoro.SAMPLE_RATE, SAMPLE_RATE)
+        return trim_silence(x - np.mean(x)).astype(np.float32)
     fd, out = tempfile.mkstemp(suffix=".wav", dir=tmp_dir)
     os.close(fd)
     try:
