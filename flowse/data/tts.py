@@ -67,17 +67,37 @@ def trim_silence(x: np.ndarray, sr: int = SAMPLE_RATE, top_db: float = 40.0, mar
     return x[start:end]
 
 
+def _kokoro(text: str, voice: str, speed: float) -> np.ndarray:
+    """Kokoro speech at 16 kHz, trimmed; cached by content (``<cache>/tts/``, see ``flowse.data.kokoro``)
+    because it costs about 0.25-0.9 s per second of speech on a CPU core and is deterministic."""
+    import hashlib
+    import json
+
+    from flowse.data import kokoro
+    from flowse.features.audio import resample
+
+    key = hashlib.sha256(json.dumps([kokoro.MODEL_NAME, voice, round(speed, 6), text]).encode()).hexdigest()[:32]
+    path = os.path.join(kokoro.cache_dir(), "tts", key[:2], f"{key}.npy")
+    if os.path.isfile(path):
+        try:
+            return np.load(path).astype(np.float32)
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is made again
+    x = resample(kokoro.shared_kokoro().speak(kokoro.phonemes(text), voice, speed), kokoro.SAMPLE_RATE, SAMPLE_RATE)
+    x = trim_silence(x - np.mean(x)).astype(np.float32)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npy"
+    np.save(tmp, x)
+    os.replace(tmp, path)
+    return x
+
+
 def synthesize(spk: dict, text: str, rng: np.random.Generator, tmp_dir: str | None = None) -> np.ndarray:
     """Speak ``text`` with speaker ``spk`` (small random rate/pitch jitter from ``rng``); float32 16 kHz."""
     rate = spk["rate"] * rng.uniform(0.94, 1.06)
     pitch = int(np.clip(spk.get("pitch", 50) + rng.integers(-4, 5), 0, 99))
     if spk["engine"] == "kokoro":
-        from flowse.data import kokoro
-        from flowse.features.audio import resample
-
-        x = resample(kokoro.shared_kokoro().speak(kokoro.phonemes(text), spk["voice"], rate / 100.0),
-                     kokoro.SAMPLE_RATE, SAMPLE_RATE)
-        return trim_silence(x - np.mean(x)).astype(np.float32)
+        return _kokoro(text, spk["voice"], rate / 100.0)
     fd, out = tempfile.mkstemp(suffix=".wav", dir=tmp_dir)
     os.close(fd)
     try:
