@@ -163,6 +163,20 @@ def test_all_sets_of_a_system_scored_by_one_set_of_jobs_equal_one_by_one(tmp_pat
             write_kv(str(tmp_path / s / f"{name}.scp"), scp[name])
         lists.append(ScoreList(str(tmp_path / s / "wav.scp"), str(tmp_path / "par" / s), str(tmp_path / s / "spk1.scp")))
     cfg = ScoreConfig(metrics=["sisdr", "estoi"])
+    import flowse.metrics.scoring as scoring
+
+    built = []
+
+    class CountingSuite(scoring.MetricSuite):
+        def __init__(self, *a, **kw):
+            built.append(1)
+            super().__init__(*a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:  # in one process, the metric models load once for both lists
+        mp.setattr(scoring, "MetricSuite", CountingSuite)
+        mp.setattr(scoring, "_SUITES", {})
+        here = score_sets([ScoreList(j.est, j.out_dir + "_here", j.ref) for j in lists], cfg, nj=1, progress=False)
+    assert len(built) == 1 and [h["num_scored"] for h in here] == [3, 3]
     together = score_sets(lists, cfg, nj=2)
     logs = sorted(os.listdir(tmp_path / "par" / "a" / "log"))
     assert logs == ["score.1.log", "score.2.log"] and not os.path.exists(tmp_path / "par" / "b" / "log")

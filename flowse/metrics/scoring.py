@@ -341,10 +341,22 @@ def _score_here(est, ref, est_list, ref_list, keys, cfg: ScoreConfig, names, dev
         section = getattr(cfg.models, f.name)
         if getattr(section, "threads", None) == 0:
             section.threads = threads
-    suite = MetricSuite(names, cfg.models, device, with_text=text is not None)
+    suite = _suite(names, cfg.models, device, text is not None)
     transcripts = read_kv(text, allow_empty_value=True) if text is not None else None
     return score_keys(keys, est_list, ref_list, suite, cfg.batch_size, cfg.min_seconds, progress,
                       list_rate(est), list_rate(ref) if ref else METRIC_RATE, transcripts)
+
+
+_SUITES: dict[str, MetricSuite] = {}
+
+
+def _suite(names, models, device: str, with_text: bool) -> MetricSuite:
+    """The metric models of this process, loaded once for every list a job scores with the same settings."""
+    key = json.dumps([list(names), dataclasses.asdict(models), device, with_text], sort_keys=True, default=str)
+    if key not in _SUITES:
+        _SUITES.clear()
+        _SUITES[key] = MetricSuite(names, models, device, with_text=with_text)
+    return _SUITES[key]
 
 
 def _score_parallel(lists: list[tuple[str, list[str], dict]], nj: int, cmd: str) -> list[dict]:
