@@ -25,11 +25,11 @@ import math
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 
 from flowse.rl.collect import Collection, Collector, Round, stream_seed
 from flowse.rl.lora import reference_policy
 from flowse.rl.loss import grpo_loss
+from flowse.rl.posttrain import all_reduce_grads
 from flowse.rl.rollout import Transitions, transition_log_prob
 from flowse.sampling.sde import gaussian_kl_equal_std
 from flowse.utils.distributed import all_gather_object
@@ -49,18 +49,6 @@ class PolicyUpdate:
                  scheduler: torch.optim.lr_scheduler.LRScheduler):
         self.collector, self.params, self.optimizer, self.scheduler = collector, params, optimizer, scheduler
         self.cfg, self.dist, self.device = collector.cfg, collector.dist, collector.device
-
-    def _all_reduce_grads(self) -> None:
-        if self.dist.world_size == 1 or not torch_dist.is_initialized():
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        flat = torch.cat([g_.flatten() for g_ in grads])
-        torch_dist.all_reduce(flat)
-        off = 0
-        for p, g_ in zip(self.params, grads):
-            n = g_.numel()
-            p.grad = flat[off : off + n].view_as(p).clone()
-            off += n
 
     def transition_list(self, iteration: int, keep_all: np.ndarray) -> tuple[list[Transition], np.ndarray]:
         """The kept transitions of an iteration and their Eq. 9 weights ``1 / |S_r|`` (float64), the same on
@@ -115,10 +103,7 @@ class PolicyUpdate:
             sums["n"] += len(items)
             rmin, rmax = min(rmin, float(terms.ratio.min())), max(rmax, float(terms.ratio.max()))
             dev = max(dev, float((terms.ratio - 1).abs().max()))
-        self._all_reduce_grads()
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        all_reduce_grads(self.params, self.dist)
         return rmin, rmax, dev
 
     def run(self, col: Collection, steps_left: int) -> tuple[int, dict[str, float]]:
