@@ -26,9 +26,15 @@ class Advantages:
 
 
 def group_advantages(
-    rewards: np.ndarray, group_ids: np.ndarray, clip: float = 5.0, eps: float = 1e-4, zero_std_tol: float = 1e-8
+    rewards: np.ndarray, group_ids: np.ndarray, clip: float = 5.0, eps: float = 1e-4, zero_std_tol: float = 1e-8,
+    std: str = "group",
 ) -> Advantages:
-    """Advantages of ``rewards [N]`` grouped by ``group_ids [N]`` (any hashable ids; order kept)."""
+    """Advantages of ``rewards [N]`` grouped by ``group_ids [N]`` (any hashable ids; order kept).
+
+    ``std``: ``group`` divides by each group's own std (GRPO, Eq. 8); ``global`` by the std of all
+    ``rewards`` (DiffusionNFT's ``global_std``: a group with little spread gets small advantages)."""
+    if std not in ("group", "global"):
+        raise ValueError(f"advantage std must be 'group' or 'global', got {std!r}")
     rewards = np.asarray(rewards, dtype=np.float64)
     group_ids = np.asarray(group_ids)
     if rewards.shape != group_ids.shape or rewards.ndim != 1:
@@ -41,15 +47,17 @@ def group_advantages(
     uniq = list(dict.fromkeys(group_ids.tolist()))
     n_zero = 0
     stds = []
+    global_std = float(rewards.std())
     for g in uniq:
         idx = np.flatnonzero(group_ids == g)
         r = rewards[idx]
-        std = float(r.std())
-        stds.append(std)
-        if len(idx) < 2 or std <= zero_std_tol:
+        sd = float(r.std())
+        stds.append(sd)
+        if len(idx) < 2 or sd <= zero_std_tol:
             n_zero += 1
             continue
-        adv[idx] = np.clip((r - r.mean()) / (std + eps), -clip, clip)
+        scale = sd if std == "group" else global_std
+        adv[idx] = np.clip((r - r.mean()) / (scale + eps), -clip, clip)
         keep[idx] = True
     return Advantages(adv, keep, len(uniq), n_zero, float(np.mean(stds)) if stds else 0.0)
 

@@ -30,6 +30,8 @@ from flowse.rl.config import GRPOConfig
 from flowse.rl.prompts import PromptBatch, PromptSet
 from flowse.rl.reward_fn import RewardFn
 from flowse.rl.rollout import Transitions, mixed_rollout, window_steps
+from flowse.sampling.ode import time_grid
+from flowse.sampling.sde import ode_step
 from flowse.utils.distributed import DistInfo, all_gather_object
 from flowse.utils.log import get_logger
 
@@ -52,9 +54,10 @@ class Round:
     window: list[int]
     cond: torch.Tensor  # [N, T, F] normalised noisy mel per candidate
     mask: torch.Tensor  # [N, T]
-    tr: Transitions
+    tr: Transitions | None  # the SDE transitions (GRPO); None for ODE collections
     metrics: dict[str, np.ndarray]
     x1: torch.Tensor  # [N, T, F] normalised final estimates
+    keys: list[str]  # [N] the candidates' prompt utterances
 
 
 @dataclass
@@ -166,17 +169,24 @@ class Collector:
         eps = torch.cat(eps, dim=1).to(self.device)
         cond_g = cond.repeat_interleave(g, 0)
         mask_g = mask.repeat_interleave(g, 0)
-        ro_out = mixed_rollout(self.velocity, cond_g, mask_g, nfe, window, ro.noise_level, x0, eps,
-                               group_size=g if ro.same_init_noise else 1)
+        x1, transitions = self.sample(cond_g, mask_g, nfe, window, x0, eps)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
         rep = batch.repeat(g)
-        mel = self.model.denormalize(ro_out.x1) * mask_g[..., None]
+        mel = self.model.denormalize(x1) * mask_g[..., None]
         metrics = self.reward_fn.metrics(mel, rep)
         t2 = time.perf_counter()
         times = {"rollout": t1 - t0, "score": t2 - t1, **getattr(self.reward_fn, "last_times", {})}
-        return Round(r, nfe, window, cond_g, mask_g, ro_out.transitions, metrics, ro_out.x1), rep, times
+        return Round(r, nfe, window, cond_g, mask_g, transitions, metrics, x1, rep.keys), rep, times
+
+    def sample(self, cond: torch.Tensor, mask: torch.Tensor, nfe: int, window: list[int], x0: torch.Tensor,
+               eps: torch.Tensor) -> tuple[torch.Tensor, Transitions | None]:
+        """The candidates of a round: GRPO's mixed ODE-SDE rollout, ``(x1 [N, T, F], its SDE transitions)``."""
+        ro = self.cfg.rollout
+        out = mixed_rollout(self.velocity, cond, mask, nfe, window, ro.noise_level, x0, eps,
+                            group_size=ro.group_size if ro.same_init_noise else 1)
+        return out.x1, out.transitions
 
     def collect(self, iteration: int) -> Collection:
         """Rollouts + metrics of this rank's rounds, rewards and advantages over all ranks' candidates."""
@@ -195,6 +205,7 @@ class Collector:
         names = list(gathered[0].keys())
         metrics = {k: np.concatenate([gathered[r][k] for r in range(ro.rounds_per_iter)]) for k in names}
         groups = np.repeat(np.arange(ro.rounds_per_iter * ro.prompts_per_round), ro.group_size)
+        adv_std = getattr(self.cfg.train, "adv_std", "group")
         values = self.reward_fn.rewarded_values(metrics)
         spread = {m: (float(np.std(v)), within_group_share(v, groups)) for m, v in values.items()}
         stds = None
@@ -208,6 +219,25 @@ class Collector:
                                    f"metrics are {sorted(values)}")
             stds = self.frozen_stds
         rewards = self.reward_fn.reward(metrics, stds)
-        adv = group_advantages(rewards, groups, self.cfg.train.adv_clip, self.cfg.train.adv_eps)
+        adv = group_advantages(rewards, groups, self.cfg.train.adv_clip, self.cfg.train.adv_eps, std=adv_std)
         times["exchange"] = time.perf_counter() - t0
         return Collection(iteration, rounds, metrics, rewards, adv, times, spread)
+
+
+class ODECollector(Collector):
+    """Collections of plain ODE samples (``rollout.nfe`` Euler steps, no SDE window, no transitions): the
+    sampling of DiffusionNFT and of DPO's pair generation. Everything else (prompt schedule, per-prompt
+    noise, rewards, advantages, sharding) is ``Collector``'s."""
+
+    def round_schedule(self, iteration: int, r: int) -> tuple[int, list[int]]:
+        return self.cfg.rollout.nfe, []
+
+    def sample(self, cond, mask, nfe, window, x0, eps):
+        grid = time_grid(nfe, cond.device)
+        m = mask[..., None].to(torch.float32)
+        x = x0.to(cond.device, torch.float32) * m
+        for k in range(nfe):
+            n = x.shape[0]
+            u = self.velocity(x, cond, grid[k].expand(n), mask)
+            x = ode_step(x, u, (grid[k + 1] - grid[k]).expand(n)) * m
+        return x, None

@@ -96,6 +96,34 @@ class RolloutConfig:
 
 
 @dataclass
+class SampleConfig:
+    """The plain ODE collection of DiffusionNFT and of DPO's pair generation (``flowse.rl.collect.ODECollector``):
+    per round ``prompts_per_round`` prompts, each with ``group_size`` candidates from independent initial
+    noise (``same_init_noise`` false: an ODE is deterministic, so a shared x0 would give G equal samples),
+    integrated with ``nfe`` Euler steps; ``cfg_strength``, ``crop_seconds``, ``min_seconds``, ``precision``
+    as in ``RolloutConfig``."""
+
+    nfe: int = 10
+    group_size: int = 8
+    prompts_per_round: int = 6
+    rounds_per_iter: int = 4
+    cfg_strength: float | None = None
+    crop_seconds: float = 4.0
+    min_seconds: float = 1.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    same_init_noise: bool = False
+
+    def __post_init__(self):
+        check(self.nfe >= 1, f"rollout.nfe must be >= 1, got {self.nfe}")
+        check(self.group_size >= 2, f"rollout.group_size must be >= 2 (advantages are relative), got {self.group_size}")
+        check(self.prompts_per_round >= 1 and self.rounds_per_iter >= 1, "rollout: prompts_per_round and rounds_per_iter must be >= 1")
+        check(self.crop_seconds > 0 and 0 <= self.min_seconds <= self.crop_seconds,
+              "rollout: need crop_seconds > 0 and 0 <= min_seconds <= crop_seconds")
+        check(not self.same_init_noise, "rollout.same_init_noise must be false for ODE sampling (the G candidates "
+                                        "of a prompt would be identical)")
+
+
+@dataclass
 class GRPOTrainConfig(TrainConfig):
     """The shared training settings (GRPO defaults: paper Sec. 3.2, Flow-GRPO where it is silent) and the
     policy update (Eq. 9). ``train_batch_size``: transitions per forward/backward; ``updates_per_iter``:
@@ -187,6 +215,7 @@ class GRPOConfig:
     ``threads``: torch intra-op threads per process (0 = all cores shared by the local ranks).
     """
 
+    method: Literal["grpo"] = "grpo"
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
