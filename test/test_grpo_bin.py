@@ -134,7 +134,7 @@ def test_grpo_cli_outputs_export_and_resume(recipe):
 
 def test_exported_model_dir_carries_the_rollout_cfg_strength(recipe, tmp_path):
     """``flowse-enhance`` on a GRPO exp dir uses the CFG weight GRPO optimised (``rollout.cfg_strength``)."""
-    from flowse.bin.grpo import exported_config
+    from flowse.rl.export import exported_config
     from flowse.enhance import Enhancer
     from flowse.models.io import load_model_dir
     from flowse.rl.config import GRPOConfig, LoRAConfig

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# FlowSE-GRPO recipe: flow-matching speech enhancement + online GRPO post-training.
+# FlowSE-GRPO recipe: flow-matching speech enhancement + post-training (online GRPO; DiffusionNFT, DPO).
 # Default: the embedded mini corpus on CPU, end to end (under 20 minutes on 2 cores, install included).
 #   ./run.sh                                                   # stages 0-6 on the mini corpus
 #   ./run.sh --corpus dns2020 --dns_root /data/DNS-Challenge --ngpu 4   # the paper setting
-#   ./run.sh --stage 5 --stop_stage 6 --grpo_config conf/mini/grpo_multi.yaml   # a new GRPO exp
+#   ./run.sh --stage 5 --stop_stage 6 --posttrain_config conf/mini/grpo_multi.yaml   # a new GRPO exp
+#   ./run.sh --stage 5 --stop_stage 6 --posttrain_config conf/mini/nft.yaml          # DiffusionNFT (dpo.yaml: DPO)
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh
@@ -27,11 +28,12 @@ simulate_config=; simulate_args=
 mel_config=;      mel_args=
 vocoder_config=;  vocoder_args=
 pretrain_config=; pretrain_args=
-grpo_config=;     grpo_args=
+posttrain_config=; posttrain_args=   # stage 5; the yaml's `method:` (grpo | nft | dpo) names the exp dir
+grpo_config=;     grpo_args=        # the same as posttrain_config / posttrain_args (their older names)
 score_config=;    score_args=
 test_sets=       # default: the test sets stages 0-1 made (data/test_sets, written by stage 1)
 
-help_message="Usage: $0 [options]   (stages: 0 corpus, 1 simulate, 2 mel, 3 vocoder, 4 pretrain, 5 grpo, 6 enhance+score)"
+help_message="Usage: $0 [options]   (stages: 0 corpus, 1 simulate, 2 mel, 3 vocoder, 4 pretrain, 5 post-training, 6 enhance+score)"
 . utils/parse_options.sh
 
 log() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2; }
@@ -63,11 +65,14 @@ simulate_config=${simulate_config:-$conf_dir/simulate.yaml}
 mel_config=${mel_config:-$conf_dir/mel.yaml}
 vocoder_config=${vocoder_config:-$conf_dir/vocoder.yaml}
 pretrain_config=${pretrain_config:-$conf_dir/pretrain.yaml}
-grpo_config=${grpo_config:-$conf_dir/grpo.yaml}
+posttrain_config=${posttrain_config:-${grpo_config:-$conf_dir/grpo.yaml}}
+posttrain_args=${posttrain_args:-$grpo_args}
+method=$(sed -n 's/^method: *\([a-z]*\).*/\1/p' "$posttrain_config" 2>/dev/null | head -1)
+method=${method:-grpo}
 score_config=${score_config:-$conf_dir/score.yaml}
 vocoder_exp=exp/vocoder_$(tag_of vocoder "$vocoder_config" "$vocoder_args")
 pretrain_exp=exp/pretrain_$(tag_of pretrain "$pretrain_config" "$pretrain_args")
-grpo_exp=exp/grpo_$(tag_of grpo "$grpo_config" "$grpo_args")
+post_exp=exp/${method}_$(tag_of $method "$posttrain_config" "$posttrain_args")
 timings=()
 timed() { local name=$1 s=$SECONDS; shift; "$@"; timings+=("$name:$((SECONDS - s))s"); }
 
@@ -107,19 +112,24 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "stage 5: GRPO post-training (LoRA) -> $grpo_exp"
-  timed stage5 launch flowse.bin.grpo --config $grpo_config --init_dir $pretrain_exp --data_dir data --dump_dir dump \
-    --exp_dir $grpo_exp --force $force $grpo_args
+  log "stage 5: $method post-training (LoRA) -> $post_exp"
+  timed stage5 launch flowse.bin.posttrain --config $posttrain_config --init_dir $pretrain_exp --data_dir data \
+    --dump_dir dump --exp_dir $post_exp --force $force $posttrain_args
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "stage 6: enhancement and scoring of $test_sets"
-  systems="exp/noisy_input $vocoder_exp $pretrain_exp"; [ ! -d $grpo_exp ] || systems+=" $grpo_exp"
+  systems="exp/noisy_input $vocoder_exp $pretrain_exp"; [ ! -d $post_exp ] || systems+=" $post_exp"
   # --exp_root: every other exp dir holding a model.pt is scored too (other post-training exps)
   timed stage6 python -m flowse.bin.evaluate --systems "$systems" --exp_root exp --data_dir data --sets "$test_sets" \
     --config $score_config --nj $nj --cmd "$data_cmd" --force $force $score_args
-  # the table of every system, and the paired effect (mean +- SE over test utterances) of each training stage
-  python utils/collect_results.py exp --out RESULTS.md --paired "$pretrain_exp:exp/noisy_input $grpo_exp:$pretrain_exp"
+  # the table of every system, and the paired effect (mean +- SE over test utterances) of each training stage:
+  # pretraining vs the noisy input, every post-training exp of this base vs the base
+  pairs="$pretrain_exp:exp/noisy_input"
+  for d in exp/grpo_* exp/nft_* exp/dpo_*; do
+    grep -qs "\"init_dir\": \"$pretrain_exp\"" $d/summary.json && pairs+=" $d:$pretrain_exp"
+  done
+  python utils/collect_results.py exp --out RESULTS.md --paired "$pairs"
 fi
 
 log "done in ${SECONDS}s; time per stage: ${timings[*]:-none}"

@@ -35,7 +35,7 @@ logger = get_logger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flowse.rl.build import build_grpo_trainer
+    from flowse.rl.build import build_trainer
     from flowse.rl.snr import gradient_snr
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     dist = init_distributed(args.device)
     set_threads(cfg.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     try:
-        trainer, _, _ = build_grpo_trainer(cfg, args.init_dir, args.data_dir, args.dump_dir, dist,
-                                           train_set=args.train_set)
+        trainer, _, _ = build_trainer(cfg, args.init_dir, args.data_dir, args.dump_dir, dist,
+                                      train_set=args.train_set)
         ro = cfg.rollout
         cands = ro.rounds_per_iter * ro.prompts_per_round * ro.group_size
         grads: list[torch.Tensor] = []

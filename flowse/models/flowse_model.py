@@ -96,11 +96,13 @@ class FlowSE(nn.Module):
             raise ValueError(f"kind must be 'clean' or 'noisy', got {kind!r}")
         return (mel - getattr(self, f"{kind}_mean")) / getattr(self, f"{kind}_std")
 
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised clean estimate -> log-mel."""
+    def denormalize(self, x: torch.Tensor, kind: Literal["clean", "noisy"] = "clean") -> torch.Tensor:
+        """Normalised features (a clean estimate, or the noisy condition) -> log-mel."""
         if not self.flow_cfg.normalize:
             return x
-        return x * self.clean_std + self.clean_mean
+        if kind not in ("clean", "noisy"):
+            raise ValueError(f"kind must be 'clean' or 'noisy', got {kind!r}")
+        return x * getattr(self, f"{kind}_std") + getattr(self, f"{kind}_mean")
 
     def sample_t(self, b: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         f = self.flow_cfg

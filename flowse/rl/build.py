@@ -1,16 +1,15 @@
-"""Assemble the GRPO trainer (the training frame around a ``GRPOTask``) from recipe directories
-(stage 5 and the GRPO diagnostics share it)."""
+"""Assemble a post-training trainer (the training frame around the task of ``cfg.method``,
+``flowse.rl.methods``) from recipe directories (stage 5 and the GRPO diagnostics share it)."""
 from __future__ import annotations
 
 import os
 
-from flowse.rl.config import GRPOConfig
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
 
 
-def judge_suite(cfg: GRPOConfig, computed: list[str], device: str):
+def judge_suite(cfg, computed: list[str], device: str):
     """The ``MetricSuite`` of the held-out judge metrics (``eval.metrics``) the reward does not compute
     already, or None; an unavailable one is left out with an info line."""
     from flowse.metrics.registry import unavailable_outputs
@@ -23,8 +22,8 @@ def judge_suite(cfg: GRPOConfig, computed: list[str], device: str):
     return MetricSuite(extra, cfg.reward.models, device) if extra else None
 
 
-def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: str, dist, exp_dir: str | None = None,
-                       train_set: str = "train", valid_set: str = "valid"):
+def build_trainer(cfg, init_dir: str, data_dir: str, dump_dir: str, dist, exp_dir: str | None = None,
+                  train_set: str = "train", valid_set: str = "valid"):
     """The pretrained model of ``init_dir`` with LoRA, its vocoder + reward models, the prompt sets.
 
     Prompts: ``<dump_dir>/<train_set>/feats.scp`` with ``<data_dir>/<train_set>/{wav,spk1}.scp``;
@@ -37,13 +36,13 @@ def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: 
     from flowse.rl.lora import apply_lora, count_lora_parameters
     from flowse.rl.prompts import PromptSet
     from flowse.rl.reward_fn import AudioReward
-    from flowse.rl.task import GRPOTask
+    from flowse.rl.methods import task_class
     from flowse.train.trainer import Trainer
 
     model, model_cfg = load_model_dir(init_dir, dist.device)
     vocoder_dir = read_vocoder_dir(init_dir)
     if vocoder_dir is None:
-        raise FileNotFoundError(f"{init_dir}: no vocoder_dir file; the GRPO reward needs the model's vocoder")
+        raise FileNotFoundError(f"{init_dir}: no vocoder_dir file; the reward needs the model's vocoder")
     vocoder = load_vocoder(vocoder_dir, dist.device)
     reward_model = RewardModel(cfg.reward, str(dist.device))
     judge = judge_suite(cfg, reward_model.metrics, str(dist.device))
@@ -59,9 +58,9 @@ def build_grpo_trainer(cfg: GRPOConfig, init_dir: str, data_dir: str, dump_dir: 
     else:
         logger.warning("no %s set in %s: no held-out evaluation", valid_set, dump_dir)
     apply_lora(model, cfg.lora)
-    logger.info("GRPO from %s (vocoder %s): %d LoRA parameters, %d prompts, %d held-out; reward %s, logged %s",
-                init_dir, vocoder_dir, count_lora_parameters(model), len(prompts),
+    logger.info("%s from %s (vocoder %s): %d LoRA parameters, %d prompts, %d held-out; reward %s, logged %s",
+                cfg.method.upper(), init_dir, vocoder_dir, count_lora_parameters(model), len(prompts),
                 len(eval_prompts) if eval_prompts else 0, cfg.reward.metrics, reward_model.metrics)
-    task = GRPOTask(model, cfg, AudioReward(vocoder, reward_model, judge=judge), prompts, dist, eval_prompts, hop,
-                    vocoder.sample_rate)
+    task = task_class(cfg.method)(model, cfg, AudioReward(vocoder, reward_model, judge=judge), prompts, dist,
+                                  eval_prompts, hop, vocoder.sample_rate)
     return Trainer(task, cfg.train, exp_dir, dist), model_cfg, vocoder_dir

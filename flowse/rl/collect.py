@@ -205,7 +205,9 @@ class Collector:
         names = list(gathered[0].keys())
         metrics = {k: np.concatenate([gathered[r][k] for r in range(ro.rounds_per_iter)]) for k in names}
         groups = np.repeat(np.arange(ro.rounds_per_iter * ro.prompts_per_round), ro.group_size)
-        adv_std = getattr(self.cfg.train, "adv_std", "group")
+        tc = self.cfg.train  # a method without advantages (DPO's pairs) logs them with GRPO's settings
+        adv_clip, adv_eps, adv_std = (getattr(tc, k, d) for k, d in (("adv_clip", 5.0), ("adv_eps", 1e-4),
+                                                                        ("adv_std", "group")))
         values = self.reward_fn.rewarded_values(metrics)
         spread = {m: (float(np.std(v)), within_group_share(v, groups)) for m, v in values.items()}
         stds = None
@@ -219,7 +221,7 @@ class Collector:
                                    f"metrics are {sorted(values)}")
             stds = self.frozen_stds
         rewards = self.reward_fn.reward(metrics, stds)
-        adv = group_advantages(rewards, groups, self.cfg.train.adv_clip, self.cfg.train.adv_eps, std=adv_std)
+        adv = group_advantages(rewards, groups, adv_clip, adv_eps, std=adv_std)
         times["exchange"] = time.perf_counter() - t0
         return Collection(iteration, rounds, metrics, rewards, adv, times, spread)
 

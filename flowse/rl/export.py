@@ -35,6 +35,16 @@ LAST_DIR = "last"
 EXPORT_FILE = "export.json"
 
 
+def exported_config(model_cfg, cfg):
+    """The model config written with a post-trained model: ``flow.cfg_strength`` = ``rollout.cfg_strength``
+    when set (inference uses the CFG weight the method sampled and trained with)."""
+    from dataclasses import replace
+
+    if cfg.rollout.cfg_strength is None:
+        return model_cfg
+    return replace(model_cfg, flow=replace(model_cfg.flow, cfg_strength=cfg.rollout.cfg_strength))
+
+
 def lora_path(exp_dir: str, step: int) -> str:
     return os.path.join(exp_dir, LORA_DIR, f"step_{int(step)}.pt")
 
