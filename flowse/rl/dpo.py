@@ -145,6 +145,7 @@ class DPOTask(PostTrainTask):
             self.pair_info = generate_pairs(self.collector, pair_dir, self.cfg.pairs.num_prompts,
                                             self.cfg.pairs.unanimous, self.pair_key())
             self.progress.seconds = float(self.pair_info.get("seconds", 0.0))
+            self.progress.cpu_seconds = float(self.pair_info.get("cpu_seconds", 0.0)) / self.dist.world_size
         self.pairs = PairSet.load(pair_dir)
         logger.info("DPO on %d pairs of %s", len(self.pairs), pair_dir)
 
@@ -188,7 +189,7 @@ class DPOTask(PostTrainTask):
 
     def train_step(self, trainer) -> StepOutput:
         tc = self.cfg.train
-        t_start = time.perf_counter()
+        t_start = self.start_clock()
         idx = self.batch_indices(trainer.step)
         own = [i for j, i in enumerate(idx) if j % self.dist.world_size == self.dist.rank]
         velocity = self.collector.velocity
@@ -224,7 +225,8 @@ class DPOTask(PostTrainTask):
         sec = self.timed(t_start)
         rec = {"step": trainer.step + 1, "lr": self.scheduler.get_last_lr()[0], "loss": total["loss"] / n,
                "implicit_acc": total["acc"] / n, "diff": total["diff"] / n, "err_gap": total["gap"] / n,
-               "err_gap_ref": total["gap_ref"] / n, "grad_norm": gnorm, "pairs": int(total["n"]), "time_update": sec}
+               "err_gap_ref": total["gap_ref"] / n, "grad_norm": gnorm, "pairs": int(total["n"]), "time_update": sec,
+               **self.clock()}
         return StepOutput(1, rec)
 
     def log_rows(self, trainer, stats: list[dict], elapsed: float) -> list[dict]:

@@ -12,7 +12,7 @@ writes each finished chunk to ``<pairs>/chunks/<c>/`` ({noisy,winner,loser}.ark/
 redoes a killed one from scratch, so a job killed at any point and rerun holds every pair once.
 At the end the data dir is assembled: ``<pairs>/{noisy,winner,loser}.scp`` (pointing into the
 chunk arks), ``utt2prompt`` (pair id -> prompt utterance), ``scores.jsonl`` (per pair: the
-metrics and rewards of winner and loser) and ``info.json`` (counts, seconds), then the done marker.
+metrics and rewards of winner and loser) and ``info.json`` (counts, wall-clock seconds, CPU seconds of all ranks: of this run only), then the done marker.
 Pair ids are ``<chunk>-<prompt slot>-<utterance>`` (unique even when prompts repeat across epochs).
 """
 from __future__ import annotations
@@ -157,7 +157,7 @@ def generate_pairs(collector: ODECollector, pair_dir: str, num_prompts: int, una
         os.makedirs(pair_dir, exist_ok=True)
         stage.mark_done(pair_dir, "generation", key)
     barrier()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     done = sum(stage.is_done(d, DONE, key) for d in chunk_dirs)
     logger.info("DPO pairs: %d prompts x %d candidates in %d chunks (%d done) -> %s", n_prompts,
                 collector.cfg.rollout.group_size, n_chunks, done, pair_dir)
@@ -171,8 +171,9 @@ def generate_pairs(collector: ODECollector, pair_dir: str, num_prompts: int, una
             logger.info("DPO pairs chunk %d/%d: %d pairs of %d prompts", c + 1, n_chunks, len(pairs), per_chunk)
         barrier()
     seconds = time.perf_counter() - t0
+    cpu_seconds = sum(all_gather_object(time.process_time() - c0))
     info = {"prompts": n_chunks * per_chunk, "candidates": collector.cfg.rollout.group_size, "chunks": n_chunks,
-            "seconds": seconds, "unanimous": unanimous}
+            "seconds": seconds, "cpu_seconds": cpu_seconds, "unanimous": unanimous}
     if dist.is_main:
         _assemble(pair_dir, chunk_dirs, info, key)
     barrier()

@@ -278,7 +278,7 @@ class NFTTask(PostTrainTask):
         """Collect with the old policy, ``updates_per_iter`` optimizer steps, soft-update the old policy."""
         it = self.progress.iteration
         tc = self.cfg.train
-        t_start = time.perf_counter()
+        t_start = self.start_clock()
         with self.old.active():
             col = self.collect(trainer, it)
         t_up = time.perf_counter()
@@ -316,6 +316,7 @@ class NFTTask(PostTrainTask):
             "loss_neg": total["neg"] / n, "kl": total["kl"] / n, "old_deviation": total["old_dev"] / n,
             "old_decay": decay, "time_update": t_end - t_up, "time_total": t_end - t_start,
             "samples_per_s": len(col.rewards) / max(t_end - t_start, 1e-9),
+            **self.clock(),
         }
         self.progress.iteration += 1
         return StepOutput(taken, rec)

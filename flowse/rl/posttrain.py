@@ -7,8 +7,9 @@ model (``flowse.rl.lora``), the AdamW optimizer and LR schedule of the LoRA para
 collector (prompts -> samples -> rewards -> advantages, ``flowse.rl.collect``), the frozen reward
 stds (``reward.std_normalize: frozen``, stored in ``<exp_dir>/reward_std.json`` and read back by a
 resumed run), the held-out evaluation (ODE sampler, every metric and judge, step 0 = the base
-model; ``flowse.rl.evaluate``) whose rows carry ``train_seconds`` (the wall-clock seconds of
-training so far, held-out evaluations excluded: the x axis of equal-compute comparisons), the
+model; ``flowse.rl.evaluate``) whose rows carry ``train_seconds`` and ``train_cpu_seconds`` (the
+wall-clock seconds of training so far and the CPU seconds of all ranks, held-out evaluations
+excluded: the x axes of equal-compute comparisons), the
 LoRA weights of each evaluated step and the guarded step so far (``flowse.rl.export``), the
 checkpoint items and the curves.
 """
@@ -91,18 +92,22 @@ class LoRAState:
 
 
 class Progress:
-    """Iterations done, the current run of iterations without an update, and the training seconds."""
+    """Iterations done, the current run of iterations without an update, and the training time: wall-clock
+    seconds and this rank's CPU seconds (process time: what an equal-compute comparison on a shared CPU
+    machine should count, as other jobs stretch wall-clock time but not it)."""
 
     def __init__(self):
         self.iteration = self.empty = 0
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = 0.0
 
     def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "empty_iterations": self.empty, "seconds": self.seconds}
+        return {"iteration": self.iteration, "empty_iterations": self.empty, "seconds": self.seconds,
+                "cpu_seconds": self.cpu_seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.iteration, self.empty = int(state["iteration"]), int(state["empty_iterations"])
         self.seconds = float(state.get("seconds", 0.0))
+        self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
 
 
 class PostTrainTask(TrainTask):
@@ -158,13 +163,25 @@ class PostTrainTask(TrainTask):
         self.last_collection = col
         return col
 
+    def start_clock(self) -> float:
+        """The start of a timed unit of training (``timed`` ends it); returns the wall-clock start."""
+        self._cpu_start = time.process_time()
+        return time.perf_counter()
+
     def timed(self, t_start: float) -> float:
-        """Seconds since ``t_start`` (after the device finished), added to the training seconds."""
+        """Seconds since ``t_start`` (after the device finished), added to the training seconds (and this
+        process's CPU seconds since ``start_clock``)."""
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize()
         sec = time.perf_counter() - t_start
         self.progress.seconds += sec
+        self.progress.cpu_seconds += time.process_time() - getattr(self, "_cpu_start", time.process_time())
         return sec
+
+    def clock(self) -> dict:
+        """``train_seconds`` (wall-clock) and ``train_cpu_seconds`` (all ranks) so far; every rank calls it."""
+        return {"train_seconds": self.progress.seconds,
+                "train_cpu_seconds": sum(all_gather_object(self.progress.cpu_seconds))}
 
     def evaluate(self, trainer: Trainer) -> dict:
         """The held-out row of this step (with per-utterance values and ``train_seconds``), its LoRA kept for
@@ -172,7 +189,7 @@ class PostTrainTask(TrainTask):
         if self.held_out is None:
             return {}
         rec = self.held_out.evaluate(trainer.step)
-        rec["train_seconds"] = self.progress.seconds
+        rec.update(self.clock())
         if trainer.exp_dir is not None and self.dist.is_main:
             save_step_lora(trainer.exp_dir, trainer.step, lora_state_dict(self.model))
         rows = [r for r in trainer.eval_history if r["step"] != trainer.step] + [{"step": trainer.step, **rec}]

@@ -48,7 +48,7 @@ class GRPOTask(PostTrainTask):
         """Collect, score, update; the stats are the iteration's ``metrics.jsonl`` row."""
         it = self.progress.iteration
         ro = self.cfg.rollout
-        t_start = time.perf_counter()
+        t_start = self.start_clock()
         col = self.collect(trainer, it)
         t_up = time.perf_counter()
         taken, upd = self.update.run(col, self.cfg.train.max_steps - trainer.step)
@@ -72,6 +72,7 @@ class GRPOTask(PostTrainTask):
             **upd,
             "time_update": t_end - t_up, "time_total": t_end - t_start,
             "samples_per_s": len(col.rewards) / max(t_end - t_start, 1e-9),
+            **self.clock(),
         }
         self.progress.iteration += 1
         return StepOutput(taken, rec)
