@@ -83,3 +83,22 @@ def test_other_base_warns_and_user_errors(tmp_path):
 
 def test_trailing_mean_skips_undefined():
     np.testing.assert_allclose(trailing_mean(np.array([1.0, 2.0, np.nan, 4.0]), 2), [1.0, 1.5, 2.0, 4.0])
+
+
+def test_time_axis_table_gain_per_cpu_minute(tmp_path):
+    """The equal-compute view: x = CPU-minutes of the rows, the rewarded metric's gain per CPU-minute."""
+    d = _exp(tmp_path, "nft_mini_equal", {"OVRL": [2.1, 2.8, 3.2], "DMOS": [3.0, 2.8, 3.1]}, KEYS, exported=6,
+             reward="[OVRL]")
+    rows = [json.loads(ln) for ln in open(f"{d}/eval.jsonl")]
+    for row, cpu in zip(rows, (0.0, 60.0, 240.0)):
+        row["train_cpu_seconds"] = cpu
+    with open(f"{d}/eval.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    with open(f"{d}/config.yaml", "a") as f:
+        f.write("method: nft\n")
+    table = held_out_table(load_runs([d]), ["OVRL"], "cpu_minutes")
+    lines = table.splitlines()
+    assert lines[0].endswith("| OVRL | cpu-minutes | rewarded gain per cpu-minute |")
+    # OVRL +0.2 +- 0.0577 over 4 CPU-minutes: +0.05 +- 0.0144 per CPU-minute; NFT runs say so, without a
+    assert lines[3] == "| nft_mini_equal | NFT, R: OVRL | 3 | 6 | 6 | yes | +0.2000 +- 0.0577 | 4.0 | OVRL +0.0500 +- 0.0144 |"
+    assert main(["--exps", d, "--x", "cpu_minutes", "--out", str(tmp_path / "c.png")]) == 0

@@ -1,6 +1,8 @@
-"""The paper's Fig. 2 for a set of GRPO runs from one base model: every metric against the training step.
+"""The paper's Fig. 2 for a set of post-training runs from one base model: every metric against the
+training step, or against the training time (the equal-compute comparison of methods).
 
     python -m flowse.bench.fig2 --exps exp/grpo_mini_fig2_* --out fig2.png [--table fig2.md] [--smooth 8]
+    python -m flowse.bench.fig2 --exps exp/{grpo,nft,dpo}_mini_equal --x cpu_minutes --out cmp.png --table cmp.md
 
 The paper's Fig. 2 puts one metric per panel ((a) DNSMOS, (b) speaker similarity, (d)
 SpeechBERTScore), each with one curve per run, evaluated on a held-out test set against the
@@ -20,7 +22,10 @@ run rewards the metric and dashed where it does not:
 0) to the last evaluated step, the mean over the held-out utterances of the paired difference
 (``utt_keys`` / ``utt_values`` of the two rows, utterances defined at both) +- its standard error
 (sample std / sqrt(n)), and which step the guarded export chose (``export.json``) and whether it
-is the last one.
+is the last one; with ``--x minutes`` or ``cpu_minutes`` also the training time at that step
+(``train_seconds`` / ``train_cpu_seconds`` of the rows: wall-clock, and CPU time of all ranks, held-out
+evaluations excluded; DPO's pair generation included) and the first rewarded metric's held-out
+gain per minute of it (+- its standard error per minute).
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ from flowse.utils.fileio import atomic_open, read_jsonl, write_text
 
 @dataclass
 class Run:
-    """One GRPO exp dir: its logs, its export choice and its resolved config (``{}`` when absent)."""
+    """One post-training exp dir: its logs, its export choice and its resolved config (``{}`` when absent)."""
 
     exp_dir: str
     label: str
@@ -50,16 +55,20 @@ class Run:
     config: dict
 
     @property
+    def method(self) -> str:
+        return str(self.config.get("method", "grpo"))
+
+    @property
     def rewarded(self) -> list[str]:
         return list(self.config.get("reward", {}).get("metrics", []))
 
     def describe(self) -> str:
         """``R: OVRL+SPK, a 0.4, batch`` (the std normalisation only for a multi-metric reward)."""
-        parts = []
+        parts = [] if self.method == "grpo" else [self.method.upper()]
         if self.rewarded:
             parts.append("R: " + "+".join(self.rewarded))
         a = self.config.get("rollout", {}).get("noise_level")
-        if a is not None:
+        if a is not None and self.method == "grpo":
             parts.append(f"a {a:g}")
         if len(self.rewarded) > 1:
             parts.append(str(self.config.get("reward", {}).get("std_normalize", "")))
@@ -84,7 +93,7 @@ def load_runs(exp_dirs: list[str]) -> list[Run]:
         history = read_jsonl(os.path.join(d, "metrics.jsonl"), skip_bad=True)
         evals = read_jsonl(os.path.join(d, "eval.jsonl"), skip_bad=True)
         if not history and not evals:
-            raise UserError(f"{d}: no metrics.jsonl or eval.jsonl (not a GRPO exp dir, or not started)")
+            raise UserError(f"{d}: no metrics.jsonl or eval.jsonl (not a post-training exp dir, or not started)")
         export = read_json(os.path.join(d, EXPORT_FILE))
         config = read_yaml(os.path.join(d, "config.yaml")) if os.path.isfile(os.path.join(d, "config.yaml")) else {}
         runs.append(Run(d, name[len(prefix):] or name, history, evals, export, config))
@@ -99,6 +108,16 @@ def metric_names(runs: list[Run]) -> list[str]:
              if k.startswith(("eval/", "train/"))}
     order = [m for m in all_outputs() if m in found]
     return order + sorted(found - set(order))
+
+
+X_AXES = {"step": ("step", 1.0, "training step"), "minutes": ("train_seconds", 60.0, "training minutes (wall-clock)"),
+          "cpu_minutes": ("train_cpu_seconds", 60.0, "training CPU-minutes (all ranks)")}
+
+
+def x_of(row: dict, x: str) -> float | None:
+    """The x value of a log row on axis ``x`` (``X_AXES``); None when the row lacks it."""
+    key, div, _ = X_AXES[x]
+    return float(row[key]) / div if key in row else None
 
 
 def paired_change(row: dict, base: dict, metric: str) -> tuple[float, float, int]:
@@ -119,16 +138,22 @@ def _fmt(mean: float, se: float) -> str:
     return f"{mean:+.4f}" + ("" if math.isnan(se) else f" +- {se:.4f}")
 
 
-def held_out_table(runs: list[Run], metrics: list[str]) -> str:
-    """Markdown: the base model's held-out means, then each run's paired change last evaluated step - step 0."""
+def held_out_table(runs: list[Run], metrics: list[str], x: str = "step") -> str:
+    """Markdown: the base model's held-out means, then each run's paired change last evaluated step - step 0
+    (with ``x`` a time axis: the time at that step and the first rewarded metric's gain per unit of it)."""
     metrics = [m for m in metrics if any(m in row.get("utt_values", {}) for r in runs for row in r.evals)]
+    timed = x != "step"
+    unit = x.replace("_", "-")
     head = ["run", "reward", "utts", "last step", "exported step", "exported = last"] + metrics
+    if timed:
+        head += [unit, f"rewarded gain per {unit[:-1]}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     bases = [next((row for row in r.evals if int(row["step"]) == 0 and "utt_values" in row), None) for r in runs]
     first = next((b for b in bases if b is not None), None)
     if first is not None:
         means = [f"{np.nanmean(first['utt_values'][m]):.4f}" if m in first["utt_values"] else "n/a" for m in metrics]
-        lines.append("| base (step 0) | | " + f"{len(first['utt_keys'])} | 0 | | | " + " | ".join(means) + " |")
+        lines.append("| base (step 0) | | " + f"{len(first['utt_keys'])} | 0 | | | " + " | ".join(means)
+                     + (" | | " if timed else "") + " |")
     for run, base in zip(runs, bases):
         rows = [row for row in run.evals if "utt_values" in row]
         last = max(rows, key=lambda row: int(row["step"])) if rows else None
@@ -144,6 +169,12 @@ def held_out_table(runs: list[Run], metrics: list[str]) -> str:
             mean, se, k = paired_change(last, base, m)
             n = max(n, k)
             cells.append(_fmt(mean, se))
+        if timed:
+            t = x_of(last, x) if last else None
+            cells.append("n/a" if t is None else f"{t:.1f}")
+            gain = paired_change(last, base, run.rewarded[0]) if run.rewarded and base and last else (math.nan,) * 2
+            cells.append("n/a" if t is None or not t or math.isnan(gain[0]) else
+                         f"{run.rewarded[0]} {_fmt(gain[0] / t, gain[1] / t)}")
         lines.append("| " + " | ".join([run.label, run.describe(), str(n), str(last["step"]) if last else "n/a",
                                         "n/a" if exported is None else str(exported), same] + cells) + " |")
     notes = ["", "Change from the base model (step 0) to the last evaluated step: mean over the held-out utterances "
@@ -172,7 +203,7 @@ def trailing_mean(y: np.ndarray, window: int) -> np.ndarray:
     return np.where(n > 0, (s[idx] - s[lo]) / np.maximum(n, 1), np.nan)
 
 
-def plot_fig2(runs: list[Run], metrics: list[str], path: str, smooth: int = 8) -> str:
+def plot_fig2(runs: list[Run], metrics: list[str], path: str, smooth: int = 8, x: str = "step") -> str:
     """Write the figure (see the module doc) to ``path``; returns it."""
     import matplotlib
 
@@ -187,14 +218,14 @@ def plot_fig2(runs: list[Run], metrics: list[str], path: str, smooth: int = 8) -
         for i, run in enumerate(runs):
             color = colors[i % len(colors)]
             style = "-" if m in run.rewarded or m == "reward" else "--"
-            rows = [row for row in run.evals if f"eval/{m}" in row]
+            rows = [row for row in run.evals if f"eval/{m}" in row and x_of(row, x) is not None]
             if rows:
-                axes[0, j].plot([row["step"] for row in rows], [row[f"eval/{m}"] for row in rows], style, marker="o",
+                axes[0, j].plot([x_of(row, x) for row in rows], [row[f"eval/{m}"] for row in rows], style, marker="o",
                                 color=color)
             key = "reward_mean" if m == "reward" else f"train/{m}"
-            rows = [row for row in run.history if key in row]
+            rows = [row for row in run.history if key in row and x_of(row, x) is not None]
             if rows:
-                steps = [row["step"] for row in rows]
+                steps = [x_of(row, x) for row in rows]
                 y = np.array([row[key] for row in rows], dtype=np.float64)
                 axes[1, j].plot(steps, y, style, color=color, alpha=0.25, linewidth=0.8)
                 axes[1, j].plot(steps, trailing_mean(y, smooth), style, color=color, linewidth=1.6)
@@ -207,12 +238,12 @@ def plot_fig2(runs: list[Run], metrics: list[str], path: str, smooth: int = 8) -
                 continue
             name = "reward (each run's own)" if m == "reward" else m
             ax.set_title(f"({next(letters)}) {name}, {where}", fontsize=9)
-            ax.set_xlabel("training step", fontsize=8)
+            ax.set_xlabel(X_AXES[x][2], fontsize=8)
             ax.tick_params(labelsize=7)
     handles = [Line2D([], [], color=colors[i % len(colors)]) for i in range(len(runs))]
     labels = [f"{r.label} ({r.describe()})" if r.describe() else r.label for r in runs]
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
-    fig.suptitle("Metrics vs training step, one curve per run (solid: rewarded by that run, dashed: not). Top: "
+    fig.suptitle(f"Metrics vs {X_AXES[x][2]}, one curve per run (solid: rewarded by that run, dashed: not). Top: "
                  "held-out evaluation (ODE sampler, step 0 = base model); bottom: rollout candidates' mean per "
                  f"iteration (thin) and over the last {smooth} iterations (bold)", fontsize=9)
     fig.tight_layout(rect=(0, 0.07 + 0.025 * ((len(labels) - 1) // 3), 1, 0.95))
@@ -224,11 +255,12 @@ def plot_fig2(runs: list[Run], metrics: list[str], path: str, smooth: int = 8) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exps", nargs="+", required=True, help="GRPO exp dirs trained from the same base model")
+    p.add_argument("--exps", nargs="+", required=True, help="post-training exp dirs trained from the same base model")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--table", default=None, help="markdown file for the held-out paired changes (default: none)")
     p.add_argument("--metrics", nargs="+", default=None, help="metrics to show (default: every one logged)")
     p.add_argument("--smooth", type=int, default=8, help="iterations in the trailing mean of the rollout curves")
+    p.add_argument("--x", default="step", choices=sorted(X_AXES), help="the x axis (time: equal-compute comparisons)")
     args = p.parse_args(argv)
     if args.smooth < 1:
         raise UserError(f"--smooth must be >= 1, got {args.smooth}")
@@ -242,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise UserError(f"--metrics {' '.join(unknown)}: not logged by these runs; choose from {metrics}")
         metrics = args.metrics
-    print(f"wrote {plot_fig2(runs, metrics, args.out, args.smooth)}")
+    print(f"wrote {plot_fig2(runs, metrics, args.out, args.smooth, args.x)}")
     if args.table:
-        table = held_out_table(runs, metrics)
+        table = held_out_table(runs, metrics, args.x)
         write_text(args.table, table)
         print(table, end="")
         print(f"wrote {args.table}")
