@@ -166,7 +166,7 @@ class DPOTask(PostTrainTask):
         """Padded normalised (cond, winner, loser), mask, shared t and noise of pairs ``idx``."""
         model, dev = self.model, self.dist.device
         ids = [self.pairs.ids[i] for i in idx]
-        mels = {s: [np.asarray(getattr(self.pairs, s)[k], dtype=np.float32) for k in ids]
+        mels = {s: [np.array(getattr(self.pairs, s)[k], dtype=np.float32) for k in ids]
                 for s in ("noisy", "winner", "loser")}
         t_max = max(m.shape[0] for m in mels["winner"])
         f = mels["winner"][0].shape[1]
