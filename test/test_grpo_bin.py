@@ -176,6 +176,29 @@ def test_grpo_configs_load_and_bad_values_are_named():
         load_config(GRPOConfig, None, ["--train.lrr", "1"])
 
 
+def test_every_posttrain_config_loads_as_its_method():
+    from flowse.rl.methods import load_posttrain_config, method_name
+
+    found = {}
+    for d in ("tiny", "mini", "paper"):
+        for name in sorted(os.listdir(os.path.join(RECIPE, "conf", d))):
+            if name.split("_")[0].split(".")[0] in ("grpo", "nft", "dpo"):
+                path = os.path.join(RECIPE, "conf", d, name)
+                cfg = load_posttrain_config(path)
+                assert cfg.method == method_name(path) == name.split("_")[0].split(".")[0], path
+                found[f"{d}/{name}"] = cfg
+    assert {"mini/nft.yaml", "mini/dpo.yaml", "paper/nft.yaml", "paper/dpo.yaml", "tiny/nft.yaml"} <= set(found)
+    nft, dpo = found["paper/nft.yaml"], found["paper/dpo.yaml"]
+    assert (nft.train.beta, nft.train.kl_weight, nft.train.lr, nft.train.timesteps_per_sample) == (0.1, 1e-4, 3e-4, 9)
+    assert dpo.train.max_steps == 20000 and dpo.reward.metrics == ["OVRL", "SPK", "SBS"]
+    with pytest.raises(ConfigError, match="unknown method 'ppo'"):
+        load_posttrain_config(os.path.join(RECIPE, "conf", "mini", "nft.yaml"), ["--method", "ppo"])
+    with pytest.raises(ConfigError, match="same_init_noise"):
+        load_posttrain_config(os.path.join(RECIPE, "conf", "mini", "nft.yaml"), ["--rollout.same_init_noise", "true"])
+    with pytest.raises(ConfigError, match="allowed keys"):  # a GRPO key in an NFT yaml is an error
+        load_posttrain_config(os.path.join(RECIPE, "conf", "mini", "nft.yaml"), ["--rollout.noise_level", "0.4"])
+
+
 def test_grpo_snr_cli_writes_and_reuses_estimates(recipe, capsys):
     from flowse.bench import grpo_snr
 

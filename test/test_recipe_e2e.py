@@ -82,6 +82,22 @@ def test_whole_recipe_tiny(recipe):
     table = open(os.path.join(recipe, "RESULTS.md")).read()
     assert all(g in table for g in grpo)
 
+    # DiffusionNFT and DPO from the same base: stage 5 runs the yaml's method into exp/<method>_tiny, stage 6
+    # scores it beside the others and RESULTS pairs every post-training exp with the base.
+    for method in ("nft", "dpo"):
+        r3 = _run(recipe, "--stage", "5", "--stop_stage", "6", "--posttrain_config", f"conf/tiny/{method}.yaml")
+        assert r3.returncode == 0, r3.stderr[-6000:]
+        exp = os.path.join(recipe, "exp", f"{method}_tiny")
+        assert os.path.exists(os.path.join(exp, "model.pt")) and os.path.exists(os.path.join(exp, "export.json"))
+        res = json.load(open(os.path.join(exp, "results.json")))
+        assert all(isinstance(res[t]["OVRL"], float) for t in SETS)
+        evals = [json.loads(ln) for ln in open(os.path.join(exp, "eval.jsonl"))]
+        assert [e["step"] for e in evals] == [0, 2] and evals[-1]["train_cpu_seconds"] > 0
+    assert len(open(os.path.join(recipe, "exp", "dpo_tiny", "pairs", "winner.scp")).readlines()) >= 1
+    table = open(os.path.join(recipe, "RESULTS.md")).read()
+    for pair in ("| grpo_tiny - pretrain_tiny |", "| nft_tiny - pretrain_tiny |", "| dpo_tiny - pretrain_tiny |"):
+        assert pair in table
+
 
 @pytest.mark.slow
 def test_whole_recipe_tiny_24k(tmp_path_factory):

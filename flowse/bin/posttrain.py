@@ -28,7 +28,8 @@ import os
 # shared with other jobs slowed elementwise ops ~10x. Set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from flowse.rl.methods import METHODS, load_posttrain_config, run_posttrain  # noqa: E402
+from flowse.rl.build import run_posttrain  # noqa: E402
+from flowse.rl.methods import METHODS, load_posttrain_config  # noqa: E402
 from flowse.train.stage import run_training_stage  # noqa: E402
 
 

@@ -1,9 +1,12 @@
 """Assemble a post-training trainer (the training frame around the task of ``cfg.method``,
-``flowse.rl.methods``) from recipe directories (stage 5 and the GRPO diagnostics share it)."""
+``flowse.rl.methods``) from recipe directories (stage 5 and the GRPO diagnostics share it), and run
+it: train, then the guarded export (``run_posttrain``, stage 5)."""
 from __future__ import annotations
 
 import os
 
+from flowse.utils.distributed import barrier
+from flowse.utils.fileio import write_json
 from flowse.utils.log import get_logger
 
 logger = get_logger(__name__)
@@ -64,3 +67,29 @@ def build_trainer(cfg, init_dir: str, data_dir: str, dump_dir: str, dist, exp_di
     task = task_class(cfg.method)(model, cfg, AudioReward(vocoder, reward_model, judge=judge), prompts, dist,
                                   eval_prompts, hop, vocoder.sample_rate)
     return Trainer(task, cfg.train, exp_dir, dist), model_cfg, vocoder_dir
+
+
+def run_posttrain(cfg, init_dir: str, data_dir: str, dump_dir: str, exp_dir: str, dist, resume: bool = True,
+                  train_set: str = "train", valid_set: str = "valid") -> dict:
+    """Build model, reward and prompts, train with ``cfg.method``, export the guarded merged model;
+    returns the summary (also written to ``<exp_dir>/summary.json``)."""
+    from flowse.rl.export import choose_step, export_models, exported_config
+
+    trainer, model_cfg, vocoder_dir = build_trainer(cfg, init_dir, data_dir, dump_dir, dist, exp_dir, train_set,
+                                                    valid_set)
+    trainer.fit(resume=resume)
+    task = trainer.task
+    summary = {"method": cfg.method, "steps": trainer.step, "iterations": task.progress.iteration,
+               "train_seconds": task.progress.seconds, "init_dir": init_dir, "vocoder_dir": vocoder_dir}
+    if trainer.eval_history:
+        summary["base"], summary["final"] = ({k: v for k, v in row.items() if not k.startswith("utt_")}
+                                             for row in (trainer.eval_history[0], trainer.eval_history[-1]))
+    if dist.is_main:
+        choice = choose_step(trainer.eval_history, task.reward_fn, cfg.export) \
+            if any(r["step"] == 0 for r in trainer.eval_history) else None
+        summary["exported_step"] = export_models(task.model, exported_config(model_cfg, cfg), exp_dir, vocoder_dir,
+                                                 trainer.step, choice)
+        write_json(os.path.join(exp_dir, "summary.json"), summary)
+        logger.info("merged model written to %s (enhance with --model_dir %s)", exp_dir, exp_dir)
+    barrier()
+    return summary
