@@ -228,6 +228,7 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
                         "grads": [p.grad.clone() for p in task.params],
                         "rewards": torch.from_numpy(task.last_collection.rewards), "step": tr.step},
                        os.path.join(out_dir, "dist.pt"))
+        dist.barrier()  # no rank tears its gloo connections down while the other still saves (SIGABRT)
     finally:
         dist.destroy_process_group()
 

@@ -108,6 +108,7 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             torch.save({"lora": lora_state_dict(tr.task.model), "grads": [p.grad.clone() for p in tr.task.params],
                         "rewards": torch.from_numpy(tr.task.last_collection.rewards), "loss": tr.task.last_loss},
                        os.path.join(out_dir, "dist.pt"))
+        dist.barrier()  # no rank tears its gloo connections down while the other still saves (SIGABRT)
     finally:
         dist.destroy_process_group()
 
