@@ -111,6 +111,13 @@ class FlowSE(nn.Module):
         z = torch.randn(b, device=device, generator=generator) * f.logit_std + f.logit_mean
         return torch.sigmoid(z)
 
+    @staticmethod
+    def path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probability path of Eq. 1 at times ``t [B]`` (0: noise ``x0``, 1: clean ``x1``; ``[B, T, F]``):
+        ``x_t = (1 - t) x0 + t x1`` and its velocity target ``x1 - x0`` (pretraining and every post-training loss)."""
+        tt = t[:, None, None].to(x1.dtype)
+        return (1 - tt) * x0 + tt * x1, x1 - x0
+
     def loss(
         self,
         clean_mel: torch.Tensor,
@@ -131,11 +138,10 @@ class FlowSE(nn.Module):
         x0 = torch.randn(x1.shape, device=dev, generator=generator, dtype=x1.dtype) * m
         t = self.sample_t(b, dev, generator)
         drop = torch.rand(b, device=dev, generator=generator) < self.flow_cfg.cfg_dropout
-        tt = t[:, None, None].to(x1.dtype)
-        xt = (1 - tt) * x0 + tt * x1
+        xt, target = self.path(x0, x1, t)
         v_pred = self.dit(xt, cond, t, mask, drop)
         frames = mask.sum()
-        err = ((v_pred.float() - (x1 - x0).float()) ** 2).sum(dim=-1) * mask
+        err = ((v_pred.float() - target.float()) ** 2).sum(dim=-1) * mask
         loss = err.sum() / (frames.clamp(min=1) * self.n_mels)
         return loss, {"loss": loss.detach(), "frames": frames.detach()}
 

@@ -208,17 +208,17 @@ class ExportConfig:
 
 
 @dataclass
-class GRPOConfig:
-    """Everything stage 5 reads (see the module doc for counting conventions); ``train`` holds the
-    shared training settings (steps, LR, checkpoints, logs, seed) and the policy update.
+class PostTrainConfig:
+    """The sections every post-training method's yaml has; a method's config subclasses it and narrows
+    ``method`` (its registry name), ``rollout`` and ``train`` to its own types (field order kept).
 
     ``threads``: torch intra-op threads per process (0 = all cores shared by the local ranks).
     """
 
-    method: Literal["grpo"] = "grpo"
+    method: str = ""
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
+    rollout: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -226,3 +226,13 @@ class GRPOConfig:
 
     def __post_init__(self):
         check(self.threads >= 0, f"threads must be >= 0 (0 = all cores), got {self.threads}")
+
+
+@dataclass
+class GRPOConfig(PostTrainConfig):
+    """Everything stage 5 reads for GRPO (see the module doc for counting conventions); ``train`` holds the
+    shared training settings (steps, LR, checkpoints, logs, seed) and the policy update."""
+
+    method: Literal["grpo"] = "grpo"
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)

@@ -34,11 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from flowse.rl.collect import ODECollector, stream_seed
-from flowse.rl.config import EvalConfig, ExportConfig, LoRAConfig, SampleConfig
+from flowse.rl.config import PostTrainConfig
 from flowse.rl.dpo_pairs import PairSet, generate_pairs
 from flowse.rl.lora import reference_policy
-from flowse.rl.posttrain import PostTrainTask, all_reduce_grads
-from flowse.rl.reward import RewardConfig
+from flowse.rl.posttrain import PostTrainTask, all_reduce_grads, masked_mean
 from flowse.train.config import TrainConfig
 from flowse.train.task import StepOutput
 from flowse.utils import stage
@@ -87,28 +86,18 @@ class DPOTrainConfig(TrainConfig):
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(PostTrainConfig):
     """Stage 5 with ``method: dpo``: pair generation (``rollout``: the base model's ODE candidates; ``pairs``),
-    then DPO training; ``lora``, ``reward`` (the preference metrics), ``eval``, ``export`` as for GRPO."""
+    then DPO training; ``lora``, ``reward`` (the preference metrics), ``eval``, ``export`` shared."""
 
     method: Literal["dpo"] = "dpo"
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    rollout: SampleConfig = field(default_factory=SampleConfig)
-    pairs: PairConfig = field(default_factory=PairConfig)
     train: DPOTrainConfig = field(default_factory=DPOTrainConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    threads: int = 0
-
-    def __post_init__(self):
-        check(self.threads >= 0, f"threads must be >= 0 (0 = all cores), got {self.threads}")
+    pairs: PairConfig = field(default_factory=PairConfig)
 
 
 def velocity_error(v: torch.Tensor, v_star: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over valid frames and bins: ``[B, T, F]`` x2, ``mask [B, T]`` -> ``[B]``."""
-    m = mask[..., None].to(v.dtype)
-    return ((v - v_star) ** 2 * m).sum((1, 2)) / (m.sum((1, 2)) * v.shape[-1]).clamp(min=1)
+    return masked_mean((v - v_star) ** 2, mask[..., None].to(v.dtype))
 
 
 def dpo_loss(e_w: torch.Tensor, e_l: torch.Tensor, e_w_ref: torch.Tensor, e_l_ref: torch.Tensor,
@@ -202,8 +191,8 @@ class DPOTask(PostTrainTask):
             tt = torch.cat([t, t])
             noise = torch.cat([eps, eps])
             cond2, mask2 = torch.cat([cond, cond]), torch.cat([mask, mask])
-            x_t = ((1.0 - tt[:, None, None]) * noise + tt[:, None, None] * x1) * mask2[..., None]
-            v_star = x1 - noise
+            x_t, v_star = self.model.path(noise, x1, tt)
+            x_t = x_t * mask2[..., None]
             with torch.no_grad(), reference_policy(self.model):
                 e_ref = velocity_error(velocity(x_t, cond2, tt, mask2), v_star, mask2)
             e = velocity_error(velocity(x_t, cond2, tt, mask2), v_star, mask2)

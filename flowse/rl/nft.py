@@ -49,10 +49,9 @@ import numpy as np
 import torch
 
 from flowse.rl.collect import Collection, ODECollector, stream_seed
-from flowse.rl.config import EvalConfig, ExportConfig, LoRAConfig, SampleConfig
+from flowse.rl.config import PostTrainConfig
 from flowse.rl.lora import reference_policy
-from flowse.rl.posttrain import PostTrainTask, all_reduce_grads, collection_stats
-from flowse.rl.reward import RewardConfig
+from flowse.rl.posttrain import PostTrainTask, all_reduce_grads, collection_stats, masked_mean
 from flowse.train.config import TrainConfig
 from flowse.train.task import StepOutput
 from flowse.utils.config import check
@@ -105,21 +104,12 @@ class NFTTrainConfig(TrainConfig):
 
 
 @dataclass
-class NFTConfig:
-    """Stage 5 with ``method: nft``: the sections of ``flowse.rl.config.GRPOConfig`` with the ODE collection
-    (``rollout``, a ``SampleConfig``) and DiffusionNFT's training settings."""
+class NFTConfig(PostTrainConfig):
+    """Stage 5 with ``method: nft``: the shared sections with the ODE collection (``rollout``, a
+    ``SampleConfig``) and DiffusionNFT's training settings."""
 
     method: Literal["nft"] = "nft"
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    rollout: SampleConfig = field(default_factory=SampleConfig)
     train: NFTTrainConfig = field(default_factory=NFTTrainConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    threads: int = 0
-
-    def __post_init__(self):
-        check(self.threads >= 0, f"threads must be >= 0 (0 = all cores), got {self.threads}")
 
 
 def optimality(adv: torch.Tensor, clip: float) -> torch.Tensor:
@@ -130,11 +120,6 @@ def optimality(adv: torch.Tensor, clip: float) -> torch.Tensor:
 def old_decay(step: int, flat: int, rate: float, cap: float) -> float:
     """The soft-update weight of the old (sampling) policy after ``step`` optimizer steps."""
     return 0.0 if step < flat else min((step - flat) * rate, cap)
-
-
-def _per_sample(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Mean over valid frames and bins: ``x [B, T, F]``, ``m [B, T, 1]`` float -> ``[B]``."""
-    return (x * m).sum((1, 2)) / (m.sum((1, 2)) * x.shape[-1]).clamp(min=1)
 
 
 def nft_loss(v_theta: torch.Tensor, v_old: torch.Tensor, v_star: torch.Tensor, t: torch.Tensor, mask: torch.Tensor,
@@ -150,19 +135,19 @@ def nft_loss(v_theta: torch.Tensor, v_old: torch.Tensor, v_star: torch.Tensor, t
 
     def term(v: torch.Tensor) -> torch.Tensor:
         if weighting == "none":
-            return _per_sample((v - v_star) ** 2, m)
+            return masked_mean((v - v_star) ** 2, m)
         err = (1.0 - t)[:, None, None] * (v - v_star)  # x1_hat - x1
         with torch.no_grad():
-            w = _per_sample(err.abs(), m).clamp(min=1e-5)
-        return _per_sample(err**2, m) / w
+            w = masked_mean(err.abs(), m).clamp(min=1e-5)
+        return masked_mean(err**2, m) / w
 
     l_pos, l_neg = term(pos), term(neg)
     loss = scale * (r * l_pos + (1.0 - r) * l_neg)
-    kl = _per_sample((v_theta - v_ref.detach()) ** 2, m) if v_ref is not None else torch.zeros_like(loss)
+    kl = masked_mean((v_theta - v_ref.detach()) ** 2, m) if v_ref is not None else torch.zeros_like(loss)
     if kl_weight:
         loss = loss + kl_weight * kl
     stats = {"pos": l_pos.detach(), "neg": l_neg.detach(), "kl": kl.detach(),
-             "old_dev": _per_sample((v_theta.detach() - v_old) ** 2, m)}
+             "old_dev": masked_mean((v_theta.detach() - v_old) ** 2, m)}
     return loss, stats
 
 
@@ -250,10 +235,8 @@ class NFTTask(PostTrainTask):
             tn = [self._time_and_noise(col.iteration, r * n_cand + c, j, x1.shape[1:]) for r, c, j in batch]
             t = torch.tensor([v[0] for v in tn], dtype=torch.float32, device=self.dist.device)
             eps = torch.stack([v[1] for v in tn]).to(self.dist.device)
-            m = mask[..., None].float()
-            tt = t[:, None, None]
-            x_t = ((1.0 - tt) * eps + tt * x1) * m
-            v_star = x1 - eps
+            x_t, v_star = self.model.path(eps, x1, t)
+            x_t = x_t * mask[..., None].float()
             adv = torch.tensor([col.adv.values[r * n_cand + c] for r, c, _ in batch], dtype=torch.float32,
                                device=self.dist.device)
             r_opt = optimality(adv, tc.adv_clip)

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as torch_dist
 
 from flowse.rl.collect import Collection, Collector
+from flowse.rl.config import PostTrainConfig
 from flowse.rl.evaluate import HeldOutEval
 from flowse.rl.export import choose_step, save_step_lora
 from flowse.rl.lora import apply_lora, has_lora, load_lora_state_dict, lora_parameters, lora_state_dict
@@ -39,6 +40,11 @@ from flowse.utils.log import get_logger
 logger = get_logger(__name__)
 
 FROZEN_STD_FILE = "reward_std.json"
+
+
+def masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean over valid frames and all bins: ``x [B, T, F]``, ``m [B, T, 1]`` float -> ``[B]``."""
+    return (x * m).sum((1, 2)) / (m.sum((1, 2)) * x.shape[-1]).clamp(min=1)
 
 
 def all_reduce_grads(params: list[torch.nn.Parameter], dist: DistInfo) -> None:
@@ -113,12 +119,12 @@ class Progress:
 class PostTrainTask(TrainTask):
     """LoRA post-training of a ``FlowSE``-like model (``velocity``, ``normalize``, ``denormalize``, ``.dit``);
     LoRA is applied when the model has none. ``reward_fn`` follows ``flowse.rl.reward_fn.RewardFn``;
-    ``cfg`` has the sections ``lora``, ``rollout``, ``train``, ``reward``, ``eval``, ``export``."""
+    ``cfg`` a ``flowse.rl.config.PostTrainConfig`` (the method's subclass)."""
 
     eval_at_start = True
     collector_cls = Collector
 
-    def __init__(self, model: torch.nn.Module, cfg, reward_fn: RewardFn, prompts: PromptSet,
+    def __init__(self, model: torch.nn.Module, cfg: PostTrainConfig, reward_fn: RewardFn, prompts: PromptSet,
                  dist: DistInfo | None = None, eval_prompts: PromptSet | None = None, hop: int = 256,
                  sample_rate: int = 16000):
         self.cfg = cfg
