@@ -121,8 +121,8 @@ def test_grpo_cli_outputs_export_and_resume(recipe):
         # done: skipped
         assert _grpo(recipe, exp) == 0
         assert "already done" in open(os.path.join(exp, "train.log")).read()
-        # forced with more steps: resumes from checkpoint_2 and continues
-        assert _grpo(recipe, exp, "--force", "true", "--train.max_steps", "4") == 0
+        # more steps, the rest unchanged: resumes from checkpoint_2 and continues
+        assert _grpo(recipe, exp, "--train.max_steps", "4") == 0
         log = open(os.path.join(exp, "train.log")).read()
         assert "resumed from" in log and "checkpoint_2.pt" in log
         rows = [json.loads(line) for line in open(os.path.join(exp, "metrics.jsonl"))]

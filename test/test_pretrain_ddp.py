@@ -46,3 +46,43 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     assert len(init["rng"]) == 2 and init["world_size"] == 2  # every rank's RNG state is kept
     assert not torch.equal(init["rng"][0]["torch"], init["rng"][1]["torch"])
     assert os.path.exists(os.path.join(exp, ".pretrain.done")) is False  # the marker is the bin's job
+
+
+def _bin_worker(rank: int, world: int, ports: list, argvs: list, out: str) -> None:
+    import time
+
+    from flowse.bin import pretrain
+
+    torch.set_num_threads(1)
+    for port, argv in zip(ports, argvs):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                          LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+        if rank == 0:
+            time.sleep(1.0)  # rank 1 reads the old marker first: it must not clear it under rank 0
+        assert pretrain.main(argv) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # ranks that disagree hang in a collective
+def test_two_ranks_agree_to_retrain_after_a_config_change(tmp_path):
+    """The bin's skip/redo/resume decision is taken by every rank from the same state: a config edited
+    in place retrains from step 0 on both ranks (a rank that resumed alone would leave its peer hanging)."""
+    import json
+
+    import yaml
+    from test_pretrain_train import TINY, make_dump
+
+    dump = make_dump(str(tmp_path / "dump"))
+    conf = tmp_path / "pretrain.yaml"
+    conf.write_text(yaml.safe_dump(TINY))
+    exp = tmp_path / "exp"
+    argv = ["--config", str(conf), "--dump_dir", dump, "--exp_dir", str(exp), "--device", "cpu",
+            "--train.max_steps", "3"]
+    mp.spawn(_bin_worker, args=(2, [_free_port()], [argv], str(tmp_path)), nprocs=2, join=True)
+    os.unlink(exp / ".pretrain.started")  # an exp dir of an older flowse: only the marker tells what it holds
+    mp.spawn(_bin_worker, args=(2, [_free_port()], [argv + ["--train.lr", "1e-2"]], str(tmp_path)), nprocs=2,
+             join=True)
+    rows = [json.loads(x) for x in open(exp / "metrics.jsonl") if "loss" in x]
+    assert (rows[0]["step"], rows[0]["lr"]) == (2, pytest.approx(1e-2))
+    assert os.path.exists(exp / ".pretrain.done")
+    assert "train from step 0" in (exp / "train.log").read_text().split("config changed")[1]

@@ -156,6 +156,45 @@ def test_bin_outputs_marker_and_skip(dump, tmp_path, capsys):
     assert "skipping" in (exp / "train.log").read_text()
 
 
+def test_bin_changed_config_or_data_retrains_instead_of_resuming(tmp_path):
+    """A yaml edited in place (or a redumped train set) must not continue the old run's checkpoints:
+    with max_steps unchanged that would keep the old model under the new config."""
+    import yaml
+
+    from flowse.bin import pretrain
+
+    dump = make_dump(str(tmp_path / "dump"))
+    conf = tmp_path / "pretrain.yaml"
+    conf.write_text(yaml.safe_dump(TINY))
+    exp = tmp_path / "exp"
+    argv = ["--config", str(conf), "--dump_dir", dump, "--exp_dir", str(exp), "--device", "cpu",
+            "--train.max_steps", "3"]
+    assert pretrain.main(argv) == 0
+    first = _weights(exp)
+    assert pretrain.main(argv + ["--train.lr", "1e-2"]) == 0
+    rows = [json.loads(x) for x in open(exp / "metrics.jsonl") if "loss" in x]
+    assert [(r["step"], r["lr"]) for r in rows][0] == (2, pytest.approx(1e-2))  # trained again from step 0
+    assert any(not torch.equal(first[k], v) for k, v in _weights(exp).items())
+    assert yaml.safe_load((exp / "config.yaml").read_text())["train"]["lr"] == 1e-2
+    # same config, killed before its marker: resumes (nothing left to train, the weights are kept)
+    os.unlink(exp / ".pretrain.done")
+    kept = _weights(exp)
+    assert pretrain.main(argv + ["--train.lr", "1e-2"]) == 0
+    assert "already at step 3" in (exp / "train.log").read_text().splitlines()[-1]
+    assert all(torch.equal(kept[k], v) for k, v in _weights(exp).items())
+    # the training features rewritten by stage 2 (a new file): a new run
+    os.replace(os.path.join(dump, "train", "feats.scp"), os.path.join(dump, "train", "feats.tmp"))
+    with open(os.path.join(dump, "train", "feats.tmp")) as f, open(os.path.join(dump, "train", "feats.scp"), "w") as g:
+        g.write(f.read())
+    assert pretrain.main(argv + ["--train.lr", "1e-2"]) == 0
+    log = (exp / "train.log").read_text().split("feats.scp changed")
+    assert len(log) == 2 and "not resuming" in log[1] and "train from step 0" in log[1]
+    # only the step budget raised: the run continues from its last checkpoint
+    assert pretrain.main(argv + ["--train.lr", "1e-2", "--train.max_steps", "5"]) == 0
+    log = (exp / "train.log").read_text().split("feats.scp changed")[1].split("config changed")
+    assert len(log) == 2 and "resumed from" in log[1] and "checkpoint_3.pt" in log[1] and "from step 3 to 5" in log[1]
+
+
 def test_training_learns_the_toy_task(dump, tmp_path):
     cfg = _cfg(train={**TINY["train"], "max_steps": 60, "eval_interval": 10, "ckpt_interval": 60, "ema_decay": 0.0,
                       "warmup_steps": 5},

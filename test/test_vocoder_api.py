@@ -129,6 +129,26 @@ def test_melgain_gain_is_clamped(noisy):
     assert torch.allclose(out2, 2.0 * noisy[:, : out2.shape[1]], atol=1e-4)
 
 
+def test_melgain_floor_limits_the_attenuation(noisy):
+    """min_gain is an attenuation limit: a mel that asks for silence leaves min_gain x the noisy input."""
+    mel = LogMel()(noisy)
+    voc = build_vocoder(VocoderConfig(type="melgain", melgain=MelGainConfig(min_gain=0.178)))
+    out = voc.decode(mel - 20.0, noisy=noisy)
+    assert torch.allclose(out, 0.178 * noisy[:, : out.shape[1]], atol=1e-4)
+
+
+def test_melgain_smoothing_averages_log_gains_over_frames(noisy):
+    """smooth_frames k: the log-gain of frame t is the mean over frames t-k//2..t+k//2 (fewer at the edges)."""
+    voc = build_vocoder(VocoderConfig(type="melgain", melgain=MelGainConfig(smooth_frames=3)))
+    spec = voc.framing.stft(noisy)
+    mel = voc.framing.log_mel(spec).clone()
+    mel[:, 5] -= 3.0  # one frame asks for gain e^-3, its neighbours for 1
+    mel[:, 0] -= 3.0  # the first frame: averaged with frame 1 only
+    gain = voc.mel_gain(mel, spec)
+    assert torch.allclose(gain[:, 4:7], torch.full_like(gain[:, 4:7], math.exp(-1.0)), atol=1e-5)
+    assert torch.allclose(gain[:, 0:2], torch.stack([torch.full_like(gain[:, 0], math.exp(-1.5)),
+                                                     torch.full_like(gain[:, 1], math.exp(-1.0))], 1), atol=1e-5)
+    assert torch.allclose(gain[:, 8:], torch.ones_like(gain[:, 8:]), atol=1e-5)
 def test_griffinlim_beats_random_phase(clean):
     voc = build_vocoder(VocoderConfig(type="griffinlim", griffinlim=GriffinLimConfig(n_iter=32)))
     mel = LogMel()(clean)

@@ -28,6 +28,7 @@ import os
 # shared with other jobs slowed elementwise ops ~10x. Set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from flowse.models.io import read_vocoder_dir  # noqa: E402
 from flowse.rl.build import run_posttrain  # noqa: E402
 from flowse.rl.methods import METHODS, load_posttrain_config  # noqa: E402
 from flowse.train.stage import run_training_stage  # noqa: E402
@@ -47,10 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", default="false", choices=["true", "false"])
     args, overrides = p.parse_known_args(argv)
     cfg = load_posttrain_config(args.config, overrides)
+    # a retrained base model or a redone vocoder (the rewards hear it) is a new post-training run
+    vocoder_dir = read_vocoder_dir(args.init_dir)
+    inputs = [os.path.join(args.init_dir, "model.pt")]
+    if vocoder_dir:
+        inputs.append(os.path.join(vocoder_dir, "vocoder.yaml"))
     return run_training_stage(
         cfg.method, args.exp_dir, cfg, cfg.threads, args.device, args.force == "true",
-        lambda dist: run_posttrain(cfg, args.init_dir, args.data_dir, args.dump_dir, args.exp_dir, dist,
-                                   args.resume == "true", args.train_set, args.valid_set))
+        lambda dist, resume: run_posttrain(cfg, args.init_dir, args.data_dir, args.dump_dir, args.exp_dir, dist,
+                                           resume and args.resume == "true", args.train_set, args.valid_set),
+        files=inputs)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(PretrainConfig, args.config, overrides)
     if args.vocoder_dir and not os.path.isdir(args.vocoder_dir):
         logger.warning("vocoder dir %s does not exist (yet); it is recorded in the model dir anyway", args.vocoder_dir)
+    feats = [os.path.join(args.dump_dir, s, "feats.scp") for s in ("train", "valid")]  # redumped: retrain
     return run_training_stage(
         MARKER, args.exp_dir, cfg, cfg.threads, args.device, args.force,
-        lambda dist: run_pretrain(cfg, args.dump_dir, args.exp_dir, args.vocoder_dir, resume=args.resume == "true",
-                                  dist=dist))
+        lambda dist, resume: run_pretrain(cfg, args.dump_dir, args.exp_dir, args.vocoder_dir,
+                                          resume=resume and args.resume == "true", dist=dist), files=feats)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ step's *key*, a JSON mapping built by ``step_key``:
 
 A rerun skips a step whose stored key equals the new one, redoes it (one log line naming
 what changed) when the key differs, and always redoes it when forced. A step killed
-midway has no marker and is redone from its own resumable state.
+midway has no marker and is redone from its own resumable state; a step with such state
+(training checkpoints) also writes ``<dir>/.<name>.started`` holding the key of that state
+at its start, so that state is resumed only by a rerun of the same inputs (``resumable``).
 """
 from __future__ import annotations
 
@@ -100,6 +102,34 @@ def is_done(out_dir: str, name: str, key: dict | None = None, force: bool = Fals
         logger.info("%s: %s finished before with other inputs (%s); redoing it", out_dir, name, _what_changed(old, key))
         return False
     return True
+
+
+def started_path(out_dir: str, name: str) -> str:
+    return os.path.join(out_dir, f".{name}.started")
+
+
+def mark_started(out_dir: str, name: str, resume_key: dict) -> None:
+    """Record the key that the resumable state of step ``name`` is being written with."""
+    write_text(started_path(out_dir, name), json.dumps(resume_key, sort_keys=True) + "\n")
+
+
+def resumable(out_dir: str, name: str, resume_key: dict, key: dict, force: bool = False) -> bool:
+    """Whether the resumable state left in ``out_dir`` (checkpoints) may be continued by this run.
+
+    ``resume_key``: the key of what the state depends on (a training run: its inputs and config
+    but the step budget, so raising ``max_steps`` continues the run); ``key``: the step's full key.
+    No when forced or when the state was started with another ``resume_key``; without a started
+    record, no when a marker of another ``key`` says it is a finished run of other inputs.
+    Call before ``clear``.
+    """
+    if force:
+        return False
+    try:
+        with open(started_path(out_dir, name), encoding="utf-8") as f:
+            return json.load(f) == resume_key
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        old = read_key(out_dir, name)
+        return old is None or old == key
 
 
 def mark_done(out_dir: str, name: str, key: dict) -> None:
