@@ -69,15 +69,9 @@ def test_two_ranks_agree_to_retrain_after_a_config_change(tmp_path):
     in place retrains from step 0 on both ranks (a rank that resumed alone would leave its peer hanging)."""
     import json
 
-    import yaml
-    from test_pretrain_train import TINY, make_dump
+    from test_pretrain_train import bin_setup
 
-    dump = make_dump(str(tmp_path / "dump"))
-    conf = tmp_path / "pretrain.yaml"
-    conf.write_text(yaml.safe_dump(TINY))
-    exp = tmp_path / "exp"
-    argv = ["--config", str(conf), "--dump_dir", dump, "--exp_dir", str(exp), "--device", "cpu",
-            "--train.max_steps", "3"]
+    _, exp, argv = bin_setup(tmp_path)
     mp.spawn(_bin_worker, args=(2, [_free_port()], [argv], str(tmp_path)), nprocs=2, join=True)
     os.unlink(exp / ".pretrain.started")  # an exp dir of an older flowse: only the marker tells what it holds
     mp.spawn(_bin_worker, args=(2, [_free_port()], [argv + ["--train.lr", "1e-2"]], str(tmp_path)), nprocs=2,

@@ -156,6 +156,18 @@ def test_bin_outputs_marker_and_skip(dump, tmp_path, capsys):
     assert "skipping" in (exp / "train.log").read_text()
 
 
+def bin_setup(tmp_path, max_steps: int = 3):
+    """A toy dump, the TINY yaml and the pretrain bin's argv for them: ``(dump_dir, exp_dir, argv)``."""
+    import yaml
+
+    dump = make_dump(str(tmp_path / "dump"))
+    conf = tmp_path / "pretrain.yaml"
+    conf.write_text(yaml.safe_dump(TINY))
+    exp = tmp_path / "exp"
+    return dump, exp, ["--config", str(conf), "--dump_dir", dump, "--exp_dir", str(exp), "--device", "cpu",
+                       "--train.max_steps", str(max_steps)]
+
+
 def test_bin_changed_config_or_data_retrains_instead_of_resuming(tmp_path):
     """A yaml edited in place (or a redumped train set) must not continue the old run's checkpoints:
     with max_steps unchanged that would keep the old model under the new config."""
@@ -163,12 +175,7 @@ def test_bin_changed_config_or_data_retrains_instead_of_resuming(tmp_path):
 
     from flowse.bin import pretrain
 
-    dump = make_dump(str(tmp_path / "dump"))
-    conf = tmp_path / "pretrain.yaml"
-    conf.write_text(yaml.safe_dump(TINY))
-    exp = tmp_path / "exp"
-    argv = ["--config", str(conf), "--dump_dir", dump, "--exp_dir", str(exp), "--device", "cpu",
-            "--train.max_steps", "3"]
+    dump, exp, argv = bin_setup(tmp_path)
     assert pretrain.main(argv) == 0
     first = _weights(exp)
     assert pretrain.main(argv + ["--train.lr", "1e-2"]) == 0
